@@ -1,0 +1,1 @@
+"""Edges to the Linux Bluetooth stack: BlueZ over D-Bus, SDP, HCI and sysfs."""
