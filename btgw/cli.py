@@ -1,0 +1,218 @@
+"""The ``btgw`` command.
+
+Exit codes (monitoring reads them; see README): 0 ok, 1 unexpected failure,
+2 usage, 3 config, 4 Asterisk, 5 Bluetooth, 6 deferred (a change waits for a
+call to end), 7 permission.  ``btgw health`` has its own monitoring codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from btgw import __version__
+from btgw.asterisk.ami import AmiConnection
+from btgw.asterisk.apply import Applier, ApplyError, ApplyResult
+from btgw.config import GatewayConfig, config_path, load_config
+from btgw.errors import BtgwError, ExitCode
+from btgw.fsutil import atomic_write
+from btgw.render import Sources
+from btgw.render.files import render_all
+from btgw.state import DEFAULT_STATE_PATH, State, assign_adapters, load_state, save_state
+
+STATE_ENV = "BTGW_STATE"
+
+
+def _state_path(args: argparse.Namespace) -> Path:
+    if args.state is not None:
+        return Path(args.state)
+    env = os.environ.get(STATE_ENV)
+    return Path(env) if env else DEFAULT_STATE_PATH
+
+
+def _load(args: argparse.Namespace) -> tuple[GatewayConfig, State, Sources, Path]:
+    cfg_path = config_path(args.config)
+    state_path = _state_path(args)
+    config = load_config(cfg_path)
+    state = assign_adapters(config, load_state(state_path))
+    return config, state, Sources(config=cfg_path, state=state_path), state_path
+
+
+def ami_factory(config: GatewayConfig, events: str = "off") -> Callable[[], Any]:
+    """Connect to the AMI named in ``config`` (a factory, so tests and apply share it)."""
+    ami = config.asterisk.ami
+
+    async def connect() -> AmiConnection:
+        return await AmiConnection.open(
+            ami.host, ami.port, ami.user, ami.password, timeout=ami.connect_timeout, events=events
+        )
+
+    return connect
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, _, _, _ = _load(args)
+    if args.json:
+        print(
+            json.dumps(
+                {"ok": True, "phones": len(config.phones), "extensions": len(config.extensions)}
+            )
+        )
+    else:
+        print(
+            f"{config_path(args.config)}: valid ({len(config.phones)} phone(s), "
+            f"{len(config.extensions)} extension(s), {len(config.trunks)} trunk(s))"
+        )
+    return ExitCode.OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config, state, sources, _ = _load(args)
+    out = Path(args.out)
+    written = []
+    for gen, text in render_all(config, state, sources).items():
+        path = out / gen.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text, mode=gen.mode)
+        written.append(str(path))
+    if args.json:
+        print(json.dumps({"written": written}))
+    else:
+        for path_text in written:
+            print(path_text)
+    return ExitCode.OK
+
+
+def _print_result(result: ApplyResult, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "changed": result.changed,
+                    "written": result.written,
+                    "reloaded": [m.value for m in result.reloaded],
+                    "deferred": [m.value for m in result.deferred],
+                    "warnings": result.warnings,
+                }
+            )
+        )
+        return
+    if not result.changed:
+        print("nothing to do: Asterisk already runs this configuration")
+    for path in result.written:
+        print(f"wrote {path}")
+    for module in result.reloaded:
+        print(f"reloaded {module.value}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    config, state, sources, state_path = _load(args)
+    applier = Applier(
+        config, state, sources, ami_factory(config), state_path.parent / "apply-journal.json"
+    )
+    if args.dry_run:
+        diff = applier.diff()
+        print(diff, end="")
+        if not diff and not args.json:
+            print("no changes", file=sys.stderr)
+        return ExitCode.OK
+    try:
+        result = asyncio.run(applier.apply())
+    except ApplyError as exc:
+        for line in exc.details:
+            print(f"  {line}", file=sys.stderr)
+        raise
+    save_state(state_path, state)
+    _print_result(result, args.json)
+    return ExitCode.DEFERRED if result.deferred else ExitCode.OK
+
+
+# -- plumbing -----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="btgw",
+        description="Bluetooth mobile gateway for Asterisk (chan_mobile).",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 Asterisk, 5 Bluetooth, "
+        "6 deferred, 7 permission.",
+    )
+    parser.add_argument("--version", action="version", version=f"btgw {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="btgw.toml (default $BTGW_CONFIG or /etc/btgw/btgw.toml)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="state file (default $BTGW_STATE or /var/lib/btgw/state.json)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    add("check", cmd_check, "validate btgw.toml and say what it defines")
+    p = add(
+        "render",
+        cmd_render,
+        "write the generated Asterisk files to a folder, touching nothing else",
+    )
+    p.add_argument("--out", required=True, help="folder to write into")
+    p = add(
+        "apply",
+        cmd_apply,
+        "write the generated files, reload Asterisk, verify, roll back on failure",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print a unified diff of what would change"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except BtgwError as exc:
+        print(f"btgw: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  fix: {exc.hint}", file=sys.stderr)
+        return int(exc.exit_code)
+    except PermissionError as exc:
+        print(f"btgw: permission denied: {exc.filename}", file=sys.stderr)
+        print("  fix: run as root, or as a user that may write there", file=sys.stderr)
+        return int(ExitCode.PERMISSION)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

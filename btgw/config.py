@@ -1,0 +1,653 @@
+"""btgw.toml: what the owner wants, loaded and validated.
+
+Everything that reaches an Asterisk file or an AMI header passes through one of
+the constrained string types below, so a value that could inject a section, an
+option, a dialplan application argument or an AMI header is rejected here, with
+the file, line and field named, before anything is rendered.  Bluetooth names
+come from the air and are attacker-controlled; they never reach a generated file
+without passing a pattern.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from btgw.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/btgw/btgw.toml")
+CONFIG_ENV = "BTGW_CONFIG"
+
+# -- constrained values -------------------------------------------------------
+# Each pattern allows only what its target format can carry verbatim.
+
+_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,29}$"
+"""chan_mobile device ids, PJSIP object names, contexts: chan_mobile cuts device
+names at 30 characters, and none of `;[](),&$` may appear in a section name or
+a dial string."""
+
+Name = Annotated[str, StringConstraints(pattern=_NAME_RE)]
+PhoneName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,29}$")]
+"""chan_mobile names channels ``Mobile/<id>-<hex>``; a ``-`` in the id would make
+the device unrecoverable from the channel name, so phone names have none."""
+Context = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,79}$")]
+Extension = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,15}$")]
+DialPrefix = Annotated[str, StringConstraints(pattern=r"^[0-9*#]{0,4}$")]
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
+Sound = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+(/[a-z0-9_-]+)*$")]
+# Display names appear inside quotes in `callerid = "Name" <201>`: no quotes,
+# angle brackets, separators or control characters.
+DisplayName = Annotated[
+    str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f\"<>;,()\[\]&$\\|]{1,40}$")
+]
+# Credentials go into `password = ...` lines and AMI `Secret:` headers.
+Secret = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#%*+\-./:=?@^_{}~]{1,128}$")]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
+Codec = Literal["ulaw", "alaw", "g722", "gsm", "opus", "g729", "ilbc", "speex", "slin"]
+
+
+def _default_codecs() -> list[Codec]:
+    return ["ulaw", "alaw"]
+
+
+def _normalise_mac(value: str) -> str:
+    text = value.strip().upper().replace("-", ":")
+    if not re.fullmatch(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}", text):
+        raise ValueError("must be a Bluetooth address like 00:1A:7D:DA:71:10")
+    if text in ("00:00:00:00:00:00", "FF:FF:FF:FF:FF:FF"):
+        raise ValueError("is not a device address (all zeros or broadcast)")
+    return text
+
+
+Mac = Annotated[str, AfterValidator(_normalise_mac)]
+
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def _check_host(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(value):
+        raise ValueError("must be a host name or an IP address")
+    return value.lower()
+
+
+def _check_match(value: str) -> str:
+    """An identify match: IP, network in CIDR form, or host name."""
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return _check_host(value)
+
+
+Host = Annotated[str, AfterValidator(_check_host)]
+Match = Annotated[str, AfterValidator(_check_match)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+def _read_secret(path: Path) -> str:
+    """Read a secret file: one line, the secret, nothing else.
+
+    Raises:
+        ValueError: the file is unreadable or holds more than a secret.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret_file {path}: {exc.strerror}") from exc
+    secret = text.strip("\n")
+    if "\n" in secret or not secret:
+        raise ValueError(f"secret_file {path} must hold exactly one non-empty line")
+    return secret
+
+
+class _WithSecret(_Model):
+    """A `secret` given inline or by `secret_file` (read at load, never logged)."""
+
+    secret: Secret | None = Field(default=None, repr=False)
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("give exactly one of secret or secret_file")
+        if self.secret_file is not None:
+            value = _read_secret(self.secret_file)
+            if not re.fullmatch(r"[A-Za-z0-9!#%*+\-./:=?@^_{}~]{1,128}", value):
+                raise ValueError(
+                    f"secret in {self.secret_file} has characters Asterisk files cannot "
+                    "carry safely; use letters, digits and !#%*+-./:=?@^_{}~"
+                )
+            object.__setattr__(self, "secret", value)
+        return self
+
+    @property
+    def password(self) -> str:
+        assert self.secret is not None  # set by _one_secret
+        return self.secret
+
+
+# -- sections -----------------------------------------------------------------
+
+
+class AmiConfig(_WithSecret):
+    """How btgw reaches the Asterisk Manager Interface (AMI)."""
+
+    host: Host = "127.0.0.1"
+    port: Port = 5038
+    user: Username = "btgw"
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+
+
+class AsteriskConfig(_Model):
+    """Where the owner's Asterisk keeps its files."""
+
+    config_dir: Path = Path("/etc/asterisk")
+    log_file: Path = Path("/var/log/asterisk/messages")
+    ami: AmiConfig
+
+
+class BluetoothConfig(_Model):
+    """chan_mobile's own settings."""
+
+    interval: int = Field(default=30, ge=5, le=600)
+    """Seconds between chan_mobile's reconnect attempts ([general] interval)."""
+    storage_dir: Path = Path("/var/lib/bluetooth")
+
+
+class AdapterConfig(_Model):
+    """A Bluetooth adapter btgw may use (optional: otherwise btgw assigns)."""
+
+    id: Name
+    address: Mac
+
+
+class RingStrategy(StrEnum):
+    DIAL = "dial"  # ring all at once; the first to answer takes the call
+    PAGE = "page"  # answer and open a one-way page/intercom to all
+
+
+class IncomingConfig(_Model):
+    """What happens when a call arrives on a mobile."""
+
+    ring: list[Name] = Field(default_factory=list)
+    strategy: RingStrategy = RingStrategy.DIAL
+    timeout: int = Field(default=30, ge=5, le=300)
+    no_answer: Extension | Literal["hangup"] = "hangup"
+    """Where an unanswered call goes: `hangup`, or an internal extension number."""
+
+
+class PhoneConfig(_Model):
+    """A mobile phone used as a line (a chan_mobile device)."""
+
+    name: PhoneName
+    address: Mac
+    group: int = Field(default=1, ge=0, le=99)
+    context: Context = "btgw-incoming-mobile"
+    sms: bool = True
+    adapter: Name | None = None
+    """Pin the phone to this adapter id; otherwise btgw picks a free one."""
+    port: int | None = Field(default=None, ge=1, le=30)
+    """RFCOMM channel of the phone's Hands-Free Audio Gateway; learned when absent."""
+    ring: list[Name] | None = None
+    """Overrides [incoming].ring for this phone."""
+    sms_to: list[Name] = Field(default_factory=list)
+    """SIP extensions that receive this phone's incoming SMS as SIP MESSAGE."""
+
+
+class SipConfig(_Model):
+    """The SIP side: transport and defaults for every phone extension."""
+
+    bind: Host = "0.0.0.0"  # noqa: S104 - SIP phones on the LAN must reach it
+    port: Port = 5060
+    local_nets: list[Match] = Field(default_factory=list)
+    external_address: Host | None = None
+    codecs: list[Codec] = Field(default_factory=_default_codecs, min_length=1)
+    qualify_frequency: int = Field(default=60, ge=0, le=3600)
+    rtp_timeout: int = Field(default=60, ge=0, le=3600)
+    context: Context = "btgw-internal"
+
+
+class ExtensionConfig(_WithSecret):
+    """A SIP phone in the house (a PJSIP wizard endpoint)."""
+
+    name: Name
+    number: Extension
+    display_name: DisplayName | None = None
+    nat: bool = True
+    """Phone may sit behind NAT: symmetric RTP, rport, contact rewrite."""
+    codecs: list[Codec] | None = None
+    ring_timeout: int = Field(default=30, ge=5, le=300)
+
+
+class AnnouncementConfig(_Model):
+    """An internal number that answers and plays a recording (e.g. a line test)."""
+
+    number: Extension
+    sound: Sound = "hello-world"
+
+
+class OutboundConfig(_Model):
+    """How the house phones call out."""
+
+    prefix: DialPrefix = "9"
+    dial_timeout: int = Field(default=60, ge=5, le=600)
+    mobile_group: int | None = Field(default=1, ge=0, le=99)
+    """Try this chan_mobile group first; none = go straight to the trunks."""
+    trunks: list[Name] = Field(default_factory=list)
+    """Trunks tried in order when no mobile can take the call."""
+
+
+class TrunkConfig(_WithSecret):
+    """A SIP trunk provider (a PJSIP wizard with outbound auth)."""
+
+    name: Name
+    hosts: list[Host] = Field(min_length=1)
+    port: Port = 5060
+    username: Username
+    registration: bool = True
+    """Register with the provider (outbound registration); off for IP-authenticated trunks."""
+    match: list[Match] = Field(min_length=1)
+    """Addresses the provider sends calls from (identify/match)."""
+    caller_id: E164
+    """Caller ID on calls out through this trunk; must be a number you own."""
+    codecs: list[Codec] = Field(default_factory=_default_codecs, min_length=1)
+    context: Context = "btgw-from-trunk"
+    inbound_to: Extension | None = None
+    """Internal extension that calls arriving from this trunk go to."""
+
+
+class GatewayConfig(_Model):
+    """The whole of btgw.toml."""
+
+    asterisk: AsteriskConfig
+    bluetooth: BluetoothConfig = BluetoothConfig()
+    adapters: list[AdapterConfig] = Field(default_factory=list)
+    phones: list[PhoneConfig] = Field(default_factory=list)
+    sip: SipConfig = SipConfig()
+    extensions: list[ExtensionConfig] = Field(default_factory=list)
+    announcements: list[AnnouncementConfig] = Field(default_factory=list)
+    incoming: IncomingConfig = IncomingConfig()
+    outbound: OutboundConfig = OutboundConfig()
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        problems = list(_cross_problems(self))
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+    def phone(self, name: str) -> PhoneConfig:
+        """The phone called ``name``.  Raises KeyError."""
+        for phone in self.phones:
+            if phone.name == name:
+                return phone
+        raise KeyError(name)
+
+    def extension(self, name: str) -> ExtensionConfig:
+        """The SIP extension called ``name``.  Raises KeyError."""
+        for ext in self.extensions:
+            if ext.name == name:
+                return ext
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    loc: tuple[str | int, ...]
+    message: str
+
+
+class _CrossFieldError(ValueError):
+    def __init__(self, problems: list[_Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+def _dupes(items: Iterable[tuple[int, str]]) -> Iterable[tuple[int, str]]:
+    seen: Counter[str] = Counter()
+    for index, value in items:
+        seen[value] += 1
+        if seen[value] == 2:
+            yield index, value
+
+
+def _cross_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    """Everything a single field cannot know about: names, numbers, references."""
+    yield from _bluetooth_problems(cfg)
+    yield from _sip_name_problems(cfg)
+    numbers = yield from _number_problems(cfg)
+    yield from _reference_problems(cfg, numbers)
+    yield from _secret_problems(cfg)
+
+
+def _bluetooth_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    for i, name in _dupes((i, p.name.lower()) for i, p in enumerate(cfg.phones)):
+        yield _Problem(("phones", i, "name"), f"phone name {name!r} is used twice")
+    for i, mac in _dupes((i, p.address) for i, p in enumerate(cfg.phones)):
+        yield _Problem(("phones", i, "address"), f"phone address {mac} is listed twice")
+    for i, aid in _dupes((i, a.id.lower()) for i, a in enumerate(cfg.adapters)):
+        yield _Problem(("adapters", i, "id"), f"adapter id {aid!r} is used twice")
+    for i, mac in _dupes((i, a.address) for i, a in enumerate(cfg.adapters)):
+        yield _Problem(("adapters", i, "address"), f"adapter address {mac} is listed twice")
+    phone_macs = {p.address for p in cfg.phones}
+    for i, adapter in enumerate(cfg.adapters):
+        if adapter.address in phone_macs:
+            yield _Problem(
+                ("adapters", i, "address"),
+                f"{adapter.address} is listed both as an adapter and as a phone",
+            )
+    yield from _pin_problems(cfg)
+    contexts = {cfg.sip.context} | {t.context for t in cfg.trunks}
+    for i, phone in enumerate(cfg.phones):
+        if phone.context in contexts:
+            yield _Problem(
+                ("phones", i, "context"),
+                f"context {phone.context} is also used for SIP calls; give mobiles their own",
+            )
+        if phone.sms_to and not phone.sms:
+            yield _Problem(("phones", i, "sms_to"), f"phone {phone.name} has sms = false")
+    group = cfg.outbound.mobile_group
+    if group is not None and cfg.phones and group not in {p.group for p in cfg.phones}:
+        yield _Problem(("outbound", "mobile_group"), f"no phone is in mobile_group {group}")
+
+
+def _pin_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    adapter_ids = {a.id for a in cfg.adapters}
+    pinned: dict[str, str] = {}
+    for i, phone in enumerate(cfg.phones):
+        if phone.adapter is None:
+            continue
+        if phone.adapter not in adapter_ids:
+            known = ", ".join(sorted(adapter_ids)) or "none are listed"
+            yield _Problem(
+                ("phones", i, "adapter"),
+                f"phone {phone.name} is pinned to adapter {phone.adapter!r}, which is not "
+                f"in [[adapters]] ({known})",
+            )
+        elif phone.adapter in pinned:
+            yield _Problem(
+                ("phones", i, "adapter"),
+                f"phones {pinned[phone.adapter]} and {phone.name} are both pinned to adapter "
+                f"{phone.adapter}: chan_mobile connects one phone per adapter",
+            )
+        else:
+            pinned[phone.adapter] = phone.name
+
+
+def _sip_name_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    # Extensions and trunks share one PJSIP namespace (endpoints, aors, auths).
+    sip_names = [("extensions", i, e.name.lower()) for i, e in enumerate(cfg.extensions)]
+    sip_names += [("trunks", i, t.name.lower()) for i, t in enumerate(cfg.trunks)]
+    seen: dict[str, str] = {}
+    for section, i, name in sip_names:
+        if name in seen:
+            yield _Problem(
+                (section, i, "name"),
+                f"name {name!r} is used twice (also in {seen[name]}); "
+                "extensions and trunks share one PJSIP namespace",
+            )
+        seen.setdefault(name, section)
+
+
+def _number_problems(cfg: GatewayConfig) -> Generator[_Problem, None, set[str]]:
+    numbers: dict[str, str] = {}
+    owners: list[tuple[tuple[str | int, ...], str, str]] = [
+        (("extensions", i, "number"), e.number, f"extension {e.name}")
+        for i, e in enumerate(cfg.extensions)
+    ]
+    owners += [
+        (("announcements", i, "number"), a.number, "an announcement")
+        for i, a in enumerate(cfg.announcements)
+    ]
+    prefix = cfg.outbound.prefix
+    for loc, number, owner in owners:
+        if number in numbers:
+            yield _Problem(loc, f"number {number} is used by {numbers[number]} and {owner}")
+        numbers.setdefault(number, owner)
+        if prefix and number.startswith(prefix):
+            yield _Problem(
+                loc,
+                f"number {number} of {owner} starts with the outbound prefix {prefix!r}: "
+                "it could never be dialled out; choose a number not starting with it",
+            )
+    return set(numbers)
+
+
+def _reference_problems(cfg: GatewayConfig, numbers: set[str]) -> Iterable[_Problem]:
+    ext_names = {e.name for e in cfg.extensions}
+
+    def unknown_ext(names: Sequence[str], loc: tuple[str | int, ...]) -> Iterable[_Problem]:
+        for name in names:
+            if name not in ext_names:
+                yield _Problem(loc, f"{name!r} is not a SIP extension in [[extensions]]")
+
+    yield from unknown_ext(cfg.incoming.ring, ("incoming", "ring"))
+    for i, phone in enumerate(cfg.phones):
+        yield from unknown_ext(phone.ring or [], ("phones", i, "ring"))
+        yield from unknown_ext(phone.sms_to, ("phones", i, "sms_to"))
+    if cfg.incoming.no_answer != "hangup" and cfg.incoming.no_answer not in numbers:
+        yield _Problem(
+            ("incoming", "no_answer"),
+            f"no_answer {cfg.incoming.no_answer} is not an extension or announcement number",
+        )
+    trunk_names = {t.name for t in cfg.trunks}
+    for name in cfg.outbound.trunks:
+        if name not in trunk_names:
+            yield _Problem(("outbound", "trunks"), f"trunk {name!r} is not in [[trunks]]")
+    for i, trunk in enumerate(cfg.trunks):
+        if trunk.inbound_to is not None and trunk.inbound_to not in numbers:
+            yield _Problem(
+                ("trunks", i, "inbound_to"),
+                f"inbound_to {trunk.inbound_to} is not an extension or announcement number",
+            )
+
+
+def _secret_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    for i, ext in enumerate(cfg.extensions):
+        if ext.password.lower() == ext.name.lower() or ext.password == ext.number:
+            yield _Problem(
+                ("extensions", i, "secret"),
+                f"the secret of {ext.name} equals its user name or number",
+            )
+        elif len(ext.password) < 12:
+            yield _Problem(
+                ("extensions", i, "secret"),
+                f"the secret of {ext.name} has {len(ext.password)} characters; SIP scanners "
+                "guess short secrets in minutes, use at least 12",
+            )
+
+
+# -- loading ------------------------------------------------------------------
+
+_FIX_HINTS: Mapping[str, str] = {
+    "extra_forbidden": "remove it, or check its spelling against docs/config.md",
+    "missing": "add it",
+    "string_pattern_mismatch": "see docs/config.md for the characters allowed",
+    "literal_error": "use one of the values listed",
+    "enum": "use one of the values listed",
+}
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """The config file to use: ``--config``, then ``$BTGW_CONFIG``, then /etc."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate ``path``.
+
+    Relative ``secret_file`` paths are taken relative to the config's folder.
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax error, or invalid content; the
+            message names the file, line and field, the hint says how to fix it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no such file",
+            f"copy conf/btgw.toml to {path} and edit it, or pass --config",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}", "check the file's permissions") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> GatewayConfig:
+    """Validate TOML ``text`` that came from ``path`` (used in messages).
+
+    Raises:
+        ConfigError: as for :func:`load_config`.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: TOML syntax error: {exc}",
+            "fix the line named; strings need double quotes, tables [name], lists [a, b]",
+        ) from exc
+    _resolve_relative_secret_files(data, path.parent)
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, text, path) from None
+
+
+def _resolve_relative_secret_files(data: Any, base: Path) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "secret_file" and isinstance(value, str) and not Path(value).is_absolute():
+                data[key] = str(base / value)
+            else:
+                _resolve_relative_secret_files(value, base)
+    elif isinstance(data, list):
+        for item in data:
+            _resolve_relative_secret_files(item, base)
+
+
+def _config_error(exc: ValidationError, text: str, path: Path) -> ConfigError:
+    locator = TomlLocator(text)
+    lines: list[str] = []
+    hints: list[str] = []
+    for err in exc.errors():
+        ctx = err.get("ctx") or {}
+        cross = ctx.get("error")
+        if isinstance(cross, _CrossFieldError):
+            for problem in cross.problems:
+                loc = tuple(err["loc"]) + problem.loc
+                lines.append(_describe(path, locator, loc, problem.message))
+            continue
+        loc = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting"
+        elif err["type"] == "string_pattern_mismatch":
+            message = f"{err['input']!r} has characters or a form that is not allowed here"
+        lines.append(_describe(path, locator, loc, message))
+        hint = _FIX_HINTS.get(err["type"])
+        if hint and hint not in hints:
+            hints.append(hint)
+    hint = "; ".join(hints) or "correct the values named"
+    return ConfigError("\n".join(lines), hint)
+
+
+def _describe(path: Path, locator: TomlLocator, loc: tuple[str | int, ...], message: str) -> str:
+    field = _dotted(loc)
+    line = locator.line_of(loc)
+    where = f"{path}:{line}" if line else str(path)
+    return f"{where}: {field}: {message}"
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+class TomlLocator:
+    """Maps a field path such as ``("phones", 1, "address")`` to a line number.
+
+    tomllib keeps no positions, so this re-reads the source: table headers
+    (``[a.b]``, ``[[phones]]`` counted per array) and ``key = value`` lines.  A
+    path it cannot place exactly falls back to its nearest enclosing table.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str | int, ...], int] = {}
+        counters: dict[tuple[str | int, ...], int] = {}
+        table: tuple[str | int, ...] = ()
+        for number, raw in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(raw)
+            if header:
+                parts = tuple(p.strip().strip("\"'") for p in header.group(2).split("."))
+                table = self._resolve(parts, counters)
+                if header.group(1) == "[[":
+                    index = counters.get(parts, -1) + 1
+                    counters[parts] = index
+                    table = (*self._resolve(parts[:-1], counters), parts[-1], index)
+                self._lines.setdefault(table, number)
+                continue
+            key = self._KEY.match(raw)
+            if key:
+                parts = tuple(p.strip().strip("\"'") for p in key.group(1).split("."))
+                self._lines.setdefault((*table, *parts), number)
+
+    @staticmethod
+    def _resolve(
+        parts: tuple[str, ...], counters: Mapping[tuple[str | int, ...], int]
+    ) -> tuple[str | int, ...]:
+        out: list[str | int] = []
+        for i, part in enumerate(parts):
+            out.append(part)
+            index = counters.get(parts[: i + 1])
+            if index is not None and i < len(parts) - 1:
+                out.append(index)
+        return tuple(out)
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """The line of ``loc``, or of its nearest enclosing table; None if unknown."""
+        path = tuple(loc)
+        while path:
+            if path in self._lines:
+                return self._lines[path]
+            path = path[:-1]
+        return None
