@@ -19,7 +19,7 @@ from typing import Any
 
 from btgw import __version__
 from btgw.asterisk.ami import AmiConnection
-from btgw.asterisk.apply import Applier, ApplyError, ApplyResult
+from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.config import GatewayConfig, config_path, load_config
 from btgw.errors import BtgwError, ExitCode
 from btgw.fsutil import atomic_write
@@ -128,12 +128,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not diff and not args.json:
             print("no changes", file=sys.stderr)
         return ExitCode.OK
-    try:
-        result = asyncio.run(applier.apply())
-    except ApplyError as exc:
-        for line in exc.details:
-            print(f"  {line}", file=sys.stderr)
-        raise
+    result = asyncio.run(applier.apply())
     save_state(state_path, state)
     _print_result(result, args.json)
     return ExitCode.DEFERRED if result.deferred else ExitCode.OK

@@ -97,6 +97,10 @@ def _check_host(value: str) -> str:
 def _check_match(value: str) -> str:
     """An identify match: IP, network in CIDR form, or host name."""
     try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
         return _check_host(value)
@@ -258,8 +262,15 @@ class OutboundConfig(_Model):
 
     prefix: DialPrefix = "9"
     dial_timeout: int = Field(default=60, ge=5, le=600)
-    mobile_group: int | None = Field(default=1, ge=0, le=99)
-    """Try this chan_mobile group first; none = go straight to the trunks."""
+    use_mobiles: bool = True
+    """Try the mobiles first; false sends every outbound call to the trunks."""
+    mobile_group: int = Field(default=1, ge=0, le=99)
+    """The chan_mobile group tried first (the first free phone in it takes the call)."""
+
+    def mobile_route(self, has_phones: bool) -> int | None:
+        """The group outbound calls try, or None when they go to the trunks only."""
+        return self.mobile_group if self.use_mobiles and has_phones else None
+
     trunks: list[Name] = Field(default_factory=list)
     """Trunks tried in order when no mobile can take the call."""
 
@@ -374,8 +385,8 @@ def _bluetooth_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
             )
         if phone.sms_to and not phone.sms:
             yield _Problem(("phones", i, "sms_to"), f"phone {phone.name} has sms = false")
-    group = cfg.outbound.mobile_group
-    if group is not None and cfg.phones and group not in {p.group for p in cfg.phones}:
+    group = cfg.outbound.mobile_route(bool(cfg.phones))
+    if group is not None and group not in {p.group for p in cfg.phones}:
         yield _Problem(("outbound", "mobile_group"), f"no phone is in mobile_group {group}")
 
 

@@ -121,6 +121,12 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
     return ctx.text()
 
 
+def _has_outbound(config: GatewayConfig) -> bool:
+    return config.outbound.mobile_route(bool(config.phones)) is not None or bool(
+        config.outbound.trunks
+    )
+
+
 def _internal_context(config: GatewayConfig) -> str:
     ctx = _Context(config.sip.context, "What the SIP phones in the house can dial")
     for ext in config.extensions:
@@ -132,7 +138,7 @@ def _internal_context(config: GatewayConfig) -> str:
             ann.number,
             ["Answer()", _n("Wait(0.5)"), _n(f"Playback({ann.sound})"), _n("Hangup()")],
         )
-    if config.outbound.mobile_group is not None or config.outbound.trunks:
+    if _has_outbound(config):
         prefix = config.outbound.prefix
         ctx.exten(f"_{prefix}X.", [f"Goto({OUTBOUND_CONTEXT},${{EXTEN:{len(prefix)}}},1)"])
     return ctx.text()
@@ -151,7 +157,7 @@ def _outbound_context(config: GatewayConfig) -> str:
         # Digits only: anything else could smuggle Dial options through ${EXTEN}.
         _n('GotoIf($["${FILTER(0-9,${EXTEN})}" != "${EXTEN}"]?invalid)'),
     ]
-    group = config.outbound.mobile_group
+    group = config.outbound.mobile_route(bool(config.phones))
     first_trunk = "trunk-1" if trunks else "failed"
     if group is not None:
         key = f"{ROUTE_DB_FAMILY}/{route_key(group)}"
@@ -222,7 +228,7 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
     for context, phones in sorted(by_context.items()):
         parts.append(_incoming_context(config, context, phones))
     parts.append(_internal_context(config))
-    if config.outbound.mobile_group is not None or config.outbound.trunks:
+    if _has_outbound(config):
         parts.append(_outbound_context(config))
     parts.extend(_trunk_contexts(config))
     return "".join(parts)
@@ -232,7 +238,7 @@ def contexts(config: GatewayConfig) -> list[str]:
     """The contexts :func:`render_dialplan` defines (apply verifies each is live)."""
     names = sorted({p.context for p in config.phones})
     names.append(config.sip.context)
-    if config.outbound.mobile_group is not None or config.outbound.trunks:
+    if _has_outbound(config):
         names.append(OUTBOUND_CONTEXT)
     names += sorted({t.context for t in config.trunks})
     return names

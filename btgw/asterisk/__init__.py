@@ -1,0 +1,1 @@
+"""Talking to Asterisk: AMI, chan_mobile's CLI output, and safe config apply."""
