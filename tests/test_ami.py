@@ -1,0 +1,154 @@
+"""The AMI client: the parser on a transcript recorded from Asterisk 22, the
+framing checks, and a live session against the bench's Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from btgw.asterisk.ami import (
+    AmiAuthError,
+    AmiConnectError,
+    AmiConnection,
+    AmiDisconnectedError,
+    AmiHeaderError,
+    AmiParser,
+    encode_action,
+)
+from btgw.sim.asterisk import AsteriskInstance, ensure_root
+
+SESSION = (Path(__file__).parent / "data" / "ami" / "session.bin").read_bytes()
+
+
+def replay(chunk: int) -> tuple[AmiParser, list]:
+    parser = AmiParser()
+    messages = []
+    for i in range(0, len(SESSION), chunk):
+        messages += parser.feed(SESSION[i : i + chunk])
+    return parser, messages
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 100_000])
+def test_recorded_session_parses_the_same_in_any_chunking(chunk):
+    parser, messages = replay(chunk)
+    assert parser.banner == "Asterisk Call Manager/11.0.0"
+    kinds = [(m.response or m.event, m.action_id) for m in messages]
+    assert kinds == [
+        ("Success", "1"),
+        ("FullyBooted", ""),
+        ("Success", "2"),
+        ("Error", "3"),
+        ("Success", "4"),
+        ("CoreShowChannelsComplete", "4"),
+        ("Error", "5"),
+        ("Success", "6"),
+        ("UserEvent", ""),
+        ("Goodbye", "7"),
+    ]
+    version = messages[2].get_all("Output")
+    assert version[0].startswith("Asterisk 22.")
+    assert "No such command 'mobile show devices'" in messages[3].get("output")
+    user_event = messages[8]
+    assert user_event.get("Text") == "María"  # UTF-8 survives (panoramisk drops the í)
+    assert user_event.get("AccountCode") == ""
+
+
+def test_parser_rejects_a_non_ami_peer():
+    with pytest.raises(AmiConnectError, match="not an Asterisk manager port"):
+        AmiParser().feed(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Command": "core show version\r\nAction: Originate"},
+        {"Command": "x\ny"},
+        {"Bad Name": "x"},
+        {"Bad:Name": "x"},
+        {"Variable": ["ok", "inject\r\n"]},
+    ],
+)
+def test_encode_refuses_header_injection(headers):
+    with pytest.raises(AmiHeaderError):
+        encode_action("Command", "1", headers)
+
+
+def test_encode_repeats_list_headers():
+    data = encode_action("Originate", "9", {"Variable": ["A=1", "B=2"]})
+    assert data == b"Action: Originate\r\nActionID: 9\r\nVariable: A=1\r\nVariable: B=2\r\n\r\n"
+
+
+# -- live ----------------------------------------------------------------------
+
+DIALPLAN = (
+    "[general]\n[default]\n"
+    "exten => 1,1,UserEvent(BtgwTest,Phone: mimovil,Text: María)\n same => n,Hangup()\n"
+)
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory):
+    instance = AsteriskInstance(
+        ensure_root(),
+        tmp_path_factory.mktemp("ami") / "pbx",
+        extra_config={"extensions.conf": DIALPLAN},
+    )
+    instance.start()
+    yield instance
+    instance.close()
+
+
+async def connect(pbx: AsteriskInstance, **kw) -> AmiConnection:
+    return await AmiConnection.open(pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, **kw)
+
+
+@pytest.mark.asterisk
+async def test_live_commands_lists_and_events(pbx):
+    ami = await connect(pbx, events=["user"])
+    try:
+        assert (await ami.command("core show version"))[0].startswith("Asterisk 22")
+        reply = await ami.action("CoreShowChannels")
+        assert reply.events == ()
+        seen: asyncio.Queue = asyncio.Queue()
+        ami.on_event(seen.put_nowait)
+        await ami.action(
+            "Originate",
+            {"Channel": "Local/1@default", "Application": "Wait", "Data": "1", "Async": "true"},
+        )
+        async with asyncio.timeout(5):
+            event = await seen.get()
+        assert event.event == "UserEvent"
+        assert event.get("Text") == "María"
+    finally:
+        await ami.close()
+
+
+@pytest.mark.asterisk
+async def test_wrong_secret_is_an_auth_error(pbx):
+    with pytest.raises(AmiAuthError) as info:
+        await AmiConnection.open(pbx.ami_host, pbx.ami_port, pbx.ami_user, "wrong-secret")
+    assert "manager.d/btgw.conf" in info.value.hint
+
+
+async def test_nothing_listening_is_a_connect_error(unused_tcp_port):
+    with pytest.raises(AmiConnectError) as info:
+        await AmiConnection.open("127.0.0.1", unused_tcp_port, "u", "s", timeout=2)
+    assert "is Asterisk running" in info.value.hint
+
+
+@pytest.mark.asterisk
+async def test_asterisk_going_away_ends_the_session(tmp_path):
+    pbx = AsteriskInstance(ensure_root(), tmp_path / "pbx")
+    pbx.start()
+    try:
+        ami = await connect(pbx)
+        await asyncio.to_thread(pbx.stop)
+        async with asyncio.timeout(10):
+            await asyncio.shield(ami.closed)
+        with pytest.raises(AmiDisconnectedError):
+            await ami.action("Ping")
+        await ami.close()
+    finally:
+        pbx.close()
