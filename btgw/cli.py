@@ -21,6 +21,7 @@ from btgw import __version__
 from btgw.asterisk.ami import AmiConnection
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.config import GatewayConfig, config_path, load_config
+from btgw.configdoc import render_reference
 from btgw.errors import BtgwError, ExitCode
 from btgw.fsutil import atomic_write
 from btgw.render import Sources
@@ -134,6 +135,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return ExitCode.DEFERRED if result.deferred else ExitCode.OK
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    print(render_reference(), end="")
+    return ExitCode.OK
+
+
 # -- plumbing -----------------------------------------------------------------
 
 
@@ -169,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("check", cmd_check, "validate btgw.toml and say what it defines")
+    add("config-reference", cmd_config_reference, "print the btgw.toml reference (docs/config.md)")
     p = add(
         "render",
         cmd_render,

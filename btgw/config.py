@@ -112,7 +112,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, use_attribute_docstrings=True
+    )
 
 
 def _read_secret(path: Path) -> str:
@@ -135,7 +137,9 @@ class _WithSecret(_Model):
     """A `secret` given inline or by `secret_file` (read at load, never logged)."""
 
     secret: Secret | None = Field(default=None, repr=False)
+    """The secret inline (never logged)."""
     secret_file: Path | None = None
+    """A file holding the secret on one line (relative to btgw.toml)."""
 
     @model_validator(mode="after")
     def _one_secret(self) -> Self:
@@ -164,16 +168,22 @@ class AmiConfig(_WithSecret):
     """How btgw reaches the Asterisk Manager Interface (AMI)."""
 
     host: Host = "127.0.0.1"
+    """Where Asterisk's manager listens (keep it on loopback)."""
     port: Port = 5038
+    """Manager port (manager.conf [general] port)."""
     user: Username = "btgw"
+    """AMI user btgw logs in as; btgw writes it to manager.d/btgw.conf."""
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    """Seconds to wait for the manager to answer."""
 
 
 class AsteriskConfig(_Model):
     """Where the owner's Asterisk keeps its files."""
 
     config_dir: Path = Path("/etc/asterisk")
+    """Asterisk's configuration folder; btgw writes its files here."""
     log_file: Path = Path("/var/log/asterisk/messages")
+    """Asterisk log with WARNING/ERROR lines, read after each reload."""
     ami: AmiConfig
 
 
@@ -183,13 +193,16 @@ class BluetoothConfig(_Model):
     interval: int = Field(default=30, ge=5, le=600)
     """Seconds between chan_mobile's reconnect attempts ([general] interval)."""
     storage_dir: Path = Path("/var/lib/bluetooth")
+    """BlueZ's storage (link keys, SDP cache)."""
 
 
 class AdapterConfig(_Model):
     """A Bluetooth adapter btgw may use (optional: otherwise btgw assigns)."""
 
     id: Name
+    """chan_mobile's adapter id (a label)."""
     address: Mac
+    """The adapter's Bluetooth address (`btgw doctor` lists them)."""
 
 
 class RingStrategy(StrEnum):
@@ -201,8 +214,11 @@ class IncomingConfig(_Model):
     """What happens when a call arrives on a mobile."""
 
     ring: list[Name] = Field(default_factory=list)
+    """SIP extensions (names) that ring on a mobile call."""
     strategy: RingStrategy = RingStrategy.DIAL
+    """"dial": all ring, the first to answer takes it; "page": one-way intercom."""
     timeout: int = Field(default=30, ge=5, le=300)
+    """Seconds to ring before giving up."""
     no_answer: Extension | Literal["hangup"] = "hangup"
     """Where an unanswered call goes: `hangup`, or an internal extension number."""
 
@@ -211,10 +227,15 @@ class PhoneConfig(_Model):
     """A mobile phone used as a line (a chan_mobile device)."""
 
     name: PhoneName
+    """chan_mobile device id (letters, digits, `_`; at most 30)."""
     address: Mac
+    """The phone's Bluetooth address."""
     group: int = Field(default=1, ge=0, le=99)
+    """chan_mobile group; outbound calls take the first free phone of a group."""
     context: Context = "btgw-incoming-mobile"
+    """Dialplan context for calls and SMS arriving on this phone."""
     sms: bool = True
+    """Read SMS (an SMS arriving during a call drops the call: a chan_mobile bug)."""
     adapter: Name | None = None
     """Pin the phone to this adapter id; otherwise btgw picks a free one."""
     port: int | None = Field(default=None, ge=1, le=30)
@@ -229,39 +250,56 @@ class SipConfig(_Model):
     """The SIP side: transport and defaults for every phone extension."""
 
     bind: Host = "0.0.0.0"  # noqa: S104 - SIP phones on the LAN must reach it
+    """Address the SIP transport listens on."""
     port: Port = 5060
+    """SIP port."""
     local_nets: list[Match] = Field(default_factory=list)
+    """Networks that are not behind NAT (transport local_net)."""
     external_address: Host | None = None
+    """Public address for phones outside the LAN (external_*_address)."""
     codecs: list[Codec] = Field(default_factory=_default_codecs, min_length=1)
+    """Codecs the house phones may use, in order of preference."""
     qualify_frequency: int = Field(default=60, ge=0, le=3600)
+    """Seconds between OPTIONS pings to each phone (0: off)."""
     rtp_timeout: int = Field(default=60, ge=0, le=3600)
+    """Hang up a call after this many seconds without audio (0: never)."""
     context: Context = "btgw-internal"
+    """Context the house phones dial from."""
 
 
 class ExtensionConfig(_WithSecret):
     """A SIP phone in the house (a PJSIP wizard endpoint)."""
 
     name: Name
+    """SIP user name and endpoint name."""
     number: Extension
+    """Internal number (digits)."""
     display_name: DisplayName | None = None
+    """Name shown on the other phones (accents allowed)."""
     nat: bool = True
     """Phone may sit behind NAT: symmetric RTP, rport, contact rewrite."""
     codecs: list[Codec] | None = None
+    """Overrides [sip].codecs for this phone."""
     ring_timeout: int = Field(default=30, ge=5, le=300)
+    """Seconds an internal call rings this phone."""
 
 
 class AnnouncementConfig(_Model):
     """An internal number that answers and plays a recording (e.g. a line test)."""
 
     number: Extension
+    """Internal number that plays the recording."""
     sound: Sound = "hello-world"
+    """Asterisk sound name (without extension)."""
 
 
 class OutboundConfig(_Model):
     """How the house phones call out."""
 
     prefix: DialPrefix = "9"
+    """Digits that start an outside call; removed before dialling."""
     dial_timeout: int = Field(default=60, ge=5, le=600)
+    """Seconds an outside call may ring."""
     use_mobiles: bool = True
     """Try the mobiles first; false sends every outbound call to the trunks."""
     mobile_group: int = Field(default=1, ge=0, le=99)
@@ -279,9 +317,13 @@ class TrunkConfig(_WithSecret):
     """A SIP trunk provider (a PJSIP wizard with outbound auth)."""
 
     name: Name
+    """Trunk name (PJSIP endpoint)."""
     hosts: list[Host] = Field(min_length=1)
+    """The provider's SIP servers."""
     port: Port = 5060
+    """Provider's SIP port."""
     username: Username
+    """Account user name at the provider."""
     registration: bool = True
     """Register with the provider (outbound registration); off for IP-authenticated trunks."""
     match: list[Match] = Field(min_length=1)
@@ -289,7 +331,9 @@ class TrunkConfig(_WithSecret):
     caller_id: E164
     """Caller ID on calls out through this trunk; must be a number you own."""
     codecs: list[Codec] = Field(default_factory=_default_codecs, min_length=1)
+    """Codecs offered to the provider."""
     context: Context = "btgw-from-trunk"
+    """Context for calls arriving from the trunk."""
     inbound_to: Extension | None = None
     """Internal extension that calls arriving from this trunk go to."""
 
