@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import config_dict, make_config, to_toml
 
 from btgw.asterisk.apply import Applier, ApplyError, Journal, ensure_include, has_include
 from btgw.cli import ami_factory
@@ -23,6 +22,8 @@ from btgw.render.files import DIALPLAN, PJSIP_WIZARD, Module, render_all
 from btgw.render.manager import render_manager
 from btgw.sim.asterisk import AsteriskInstance, ensure_root
 from btgw.state import State
+
+from helpers import config_dict, make_config, to_toml
 
 pytestmark = pytest.mark.asterisk
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import config_dict, make_config, to_toml
 
 from btgw.config import TomlLocator, load_config, parse_config
 from btgw.errors import ConfigError, ExitCode
+
+from helpers import config_dict, make_config, to_toml
 
 REPO = Path(__file__).resolve().parent.parent
 

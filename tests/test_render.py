@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from confparse import extensions, parse_conf
-from helpers import config_dict, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +14,9 @@ from btgw.config import load_config
 from btgw.render import Sources
 from btgw.render.files import ALL_FILES, render_all
 from btgw.state import LearnedPhone, State, assign_adapters
+
+from confparse import extensions, parse_conf
+from helpers import config_dict, make_config
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parent.parent
