@@ -117,6 +117,7 @@ class PhoneState:
     accepting: bool  # rf- socket there: RFCOMM connects succeed
     link_up: bool  # an RFCOMM link from chan_mobile is open
     link_adapter: str | None  # which adapter it came from
+    last_adapter: str | None  # adapter of the latest link, kept after it closes
     links: int  # RFCOMM links accepted so far
     slc: bool  # chan_mobile switched indicator reporting on (AT+CMER)
     ready: bool  # chan_mobile finished its initialisation
@@ -207,6 +208,7 @@ class SimPhone:
         self._sent_sms: list[SmsSent] = []
         self._dtmf: list[str] = []
         self._links_accepted = 0
+        self._last_adapter: str | None = None
         self._link: _Link | None = None
         self._rf_listener: socket.socket | None = None
         self._rf_task: asyncio.Task[None] | None = None
@@ -334,6 +336,7 @@ class SimPhone:
             link = _Link(conn, adapter, ag)
             self._link = link
             self._links_accepted += 1
+            self._last_adapter = adapter
             link.reader = asyncio.create_task(self._read_link(link))
             link.writer = asyncio.create_task(self._write_link(link))
             log.info("%s RFCOMM link up from adapter %s", self._prefix, adapter)
@@ -699,6 +702,7 @@ class SimPhone:
             accepting=self._rf_listener is not None,
             link_up=link is not None,
             link_adapter=link.adapter if link else None,
+            last_adapter=self._last_adapter,
             links=self._links_accepted,
             slc=bool(link and link.slc),
             ready=bool(link and link.ready),
