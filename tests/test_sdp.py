@@ -8,6 +8,7 @@ socketpair that answers in pieces of a few bytes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -39,6 +40,8 @@ from btgw.bluez.sdp import (
     Url,
 )
 from btgw.errors import BluetoothError, ExitCode
+from btgw.sim.sdp_server import SdpServer, phone_records, serve_sdp
+from btgw.sim.spec import PhoneSpec, sdp_path
 
 DATA = Path(__file__).parent / "data" / "sdp"
 ADAPTER = "00:1A:7D:DA:71:10"
@@ -909,3 +912,26 @@ async def test_async_query_times_out_like_the_blocking_call() -> None:
     with pytest.raises(SdpTimeoutError):
         await sdp.async_query_hfp_ag_channel(PHONE, socket_factory=server.factory(), timeout=0.2)
     server.stop()
+
+
+# --- against the phone simulator's SDP server (a separate, independent encoder) -------------
+async def test_against_the_phone_simulator(tmp_path: Path) -> None:
+    spec = PhoneSpec(mac=PHONE, hfp_ag_channel=9)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(sdp_path(tmp_path, PHONE)))
+    listener.listen(4)
+    listener.setblocking(False)
+    server = SdpServer(phone_records(spec))
+    task = asyncio.create_task(serve_sdp(listener, server))
+    try:
+        factory = sdp.unix_socket_factory(lambda mac: sdp_path(tmp_path, mac))
+        channel = await sdp.async_find_hfp_ag_channel(
+            tmp_path / "no-bluez-storage", ADAPTER, PHONE, socket_factory=factory, timeout=5
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        listener.close()
+    assert channel == 9
+    assert server.continuations > 0  # the simulator split its answer
