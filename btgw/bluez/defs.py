@@ -242,9 +242,16 @@ DEVICE_PROPERTY_SIGNATURES: Final[dict[str, str]] = {
 }
 
 ADAPTER_WRITABLE: Final = frozenset(
-    {"Alias", "Connectable", "Powered", "Discoverable", "DiscoverableTimeout", "Pairable",
-     "PairableTimeout"}
-)  # fmt: skip
+    {
+        "Alias",
+        "Connectable",
+        "Powered",
+        "Discoverable",
+        "DiscoverableTimeout",
+        "Pairable",
+        "PairableTimeout",
+    }
+)
 DEVICE_WRITABLE: Final = frozenset({"Alias", "Trusted", "Blocked", "WakeAllowed"})
 
 # Keys SetDiscoveryFilter accepts, with their signatures (org.bluez.Adapter.rst).

@@ -44,7 +44,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 from xml.sax.saxutils import quoteattr
 
 from dbus_fast import Message, MessageType, NameFlag, RequestNameReply, Variant
@@ -98,6 +98,7 @@ __all__ = [
     "hfp_ag_record",
     "laptop_spec",
     "main",
+    "record_handle",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _rfcomm_record(
     ]
 
 
-def hfp_ag_record(channel: int, handle: int = 0x00010004) -> bytes:
+def hfp_ag_record(channel: int, handle: int = 0x00010001) -> bytes:
     """A phone's Hands-Free Audio Gateway SDP record, as BlueZ caches it.
 
     Service classes 0x111F + 0x1203 (Generic Audio), L2CAP + RFCOMM ``channel``,
@@ -180,7 +181,7 @@ def hfp_ag_record(channel: int, handle: int = 0x00010004) -> bytes:
     return _record(handle, attributes)
 
 
-def hsp_ag_record(channel: int, handle: int = 0x00010003) -> bytes:
+def hsp_ag_record(channel: int, handle: int = 0x00010002) -> bytes:
     """A phone's Headset Audio Gateway record (a decoy for the parser: not HFP)."""
     attributes = _rfcomm_record(
         handle, (0x1112, 0x1203), channel, (0x1108, 0x0102), "Headset Gateway"
@@ -189,13 +190,28 @@ def hsp_ag_record(channel: int, handle: int = 0x00010003) -> bytes:
 
 
 def _hfp_record_builder() -> Callable[[int], bytes]:
-    """The phone simulator's record encoder when it has one, else ours."""
-    try:
-        module = importlib.import_module("btgw.sim.phone")
-    except ImportError:
-        return hfp_ag_record
-    builder = getattr(module, "hfp_ag_record_bytes", None)
-    return builder if callable(builder) else hfp_ag_record
+    """The phone simulator's record encoder when it has one (same bytes over SDP
+    and in the cache), else ours."""
+    for name in ("btgw.sim.sdp_server", "btgw.sim.phone"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        builder = getattr(module, "hfp_ag_record_bytes", None)
+        if callable(builder):
+            return cast(Callable[[int], bytes], builder)
+    return hfp_ag_record
+
+
+def record_handle(record: bytes) -> int | None:
+    """The ServiceRecordHandle (attribute 0x0000) at the head of an encoded record."""
+    header = {0x35: 2, 0x36: 3, 0x37: 5}.get(record[0]) if record else None
+    if header is None:
+        return None
+    head = record[header : header + 8]
+    if head[:4] != bytes([0x09, 0x00, 0x00, 0x0A]) or len(head) < 8:
+        return None
+    return int.from_bytes(head[4:8], "big")
 
 
 # --- the world ---------------------------------------------------------------
@@ -1613,10 +1629,10 @@ class BlueZSim:
         cache_dir = self.storage_root / adapter_mac / "cache"
         cache_dir.mkdir(parents=True, exist_ok=True)
         hsp_channel = 2 if spec.hfp_ag_channel != 2 else 4
-        records = {
-            0x00010003: hsp_ag_record(hsp_channel, 0x00010003),
-            0x00010004: self._record_builder(spec.hfp_ag_channel),
-        }
+        hfp = self._record_builder(spec.hfp_ag_channel)
+        hfp_handle = record_handle(hfp) or 0x00010001
+        hsp_handle = 0x00010002 if hfp_handle != 0x00010002 else 0x00010003
+        records = {hsp_handle: hsp_ag_record(hsp_channel, hsp_handle), hfp_handle: hfp}
         lines = ["[General]", f"Name={spec.name}", "", "[ServiceRecords]"]
         lines += [f"0x{handle:08X}={data.hex().upper()}" for handle, data in records.items()]
         _write_text(cache_dir / remote.mac, "\n".join(lines) + "\n")
