@@ -1,0 +1,80 @@
+"""Shared fixtures of the test bench."""
+
+from __future__ import annotations
+
+
+# ---------------------------------------------------------------------------
+# BlueZ simulator fixtures (btgw.bluez / btgw.sim.bluez; owner: BlueZ edge).
+# A private dbus-daemon per test module, a fresh simulated bluetoothd per test.
+# Override ``bluez_world`` in a test module to choose adapters and devices.
+# ---------------------------------------------------------------------------
+import collections.abc as _bluez_abc  # noqa: E402
+from pathlib import Path as _BluezPath  # noqa: E402
+
+import pytest  # noqa: E402
+
+from btgw.bluez.agent import PairingAgent as _BluezPairingAgent  # noqa: E402
+from btgw.bluez.client import BlueZClient as _BluezClient  # noqa: E402
+from btgw.sim.bluez import BlueZSim as _BluezSim  # noqa: E402
+from btgw.sim.bluez import World as _BluezWorld  # noqa: E402
+from btgw.sim.bluez import headset_spec as _bluez_headset  # noqa: E402
+from btgw.sim.bluez import laptop_spec as _bluez_laptop  # noqa: E402
+from btgw.sim.dbus import PrivateBus as _BluezPrivateBus  # noqa: E402
+from btgw.sim.spec import AdapterSpec as _BluezAdapterSpec  # noqa: E402
+from btgw.sim.spec import PhoneSpec as _BluezPhoneSpec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def private_bus() -> _bluez_abc.Iterator[_BluezPrivateBus]:
+    """A dbus-daemon of our own for the module, stopped by PID afterwards."""
+    with _BluezPrivateBus() as bus:
+        yield bus
+
+
+@pytest.fixture
+def bluez_world() -> _BluezWorld:
+    """One adapter; two phones, a headset and a laptop in range (discovery order)."""
+    return _BluezWorld(
+        [_BluezAdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")],
+        [
+            _BluezPhoneSpec(mac="5C:F3:70:11:22:33", name="Pixel 7", hfp_ag_channel=3),
+            _bluez_headset("00:0D:44:AA:BB:CC"),
+            _BluezPhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Galaxy A54", hfp_ag_channel=5),
+            _bluez_laptop("3C:22:FB:01:02:03"),
+        ],
+    )
+
+
+@pytest.fixture
+async def bluez_sim(
+    private_bus: _BluezPrivateBus, bluez_world: _BluezWorld, tmp_path: _BluezPath
+) -> _bluez_abc.AsyncIterator[_BluezSim]:
+    """Simulated bluetoothd on the private bus; storage under ``tmp_path/bluetooth``."""
+    sim = _BluezSim(
+        bluez_world,
+        private_bus.address,
+        storage_root=tmp_path / "bluetooth",
+        discovery_step=0.01,
+        page_delay=0.01,
+        link_idle=None,
+    )
+    async with sim:
+        yield sim
+
+
+@pytest.fixture
+async def bluez_client(
+    private_bus: _BluezPrivateBus, bluez_sim: _BluezSim
+) -> _bluez_abc.AsyncIterator[_BluezClient]:
+    """A started BlueZClient on the private bus (BlueZ already running)."""
+    async with _BluezClient(bus_address=private_bus.address) as client:
+        yield client
+
+
+@pytest.fixture
+async def pairing_agent(
+    bluez_client: _BluezClient,
+) -> _bluez_abc.AsyncIterator[_BluezPairingAgent]:
+    """btgw's agent, registered as default agent with the simulated bluetoothd."""
+    async with _BluezPairingAgent(bluez_client) as agent:
+        yield agent
