@@ -21,6 +21,7 @@ from btgw.bluez.client import (
     BlueZEvent,
     BlueZState,
     BlueZVanished,
+    BusDisconnected,
     Device,
     ObjectAdded,
     ObjectRemoved,
@@ -373,3 +374,26 @@ async def test_an_injected_bus_is_left_open(own_bus: MessageBus, bluez_sim: Blue
         assert client.adapters()
     assert own_bus.connected
     assert client.state is BlueZState.STOPPED
+
+
+async def test_losing_the_system_bus_is_reported_not_hidden(bluez_world: World) -> None:
+    with PrivateBus() as doomed:
+        sim = BlueZSim(bluez_world, doomed.address)
+        await sim.start()
+        client = BlueZClient(bus_address=doomed.address)
+        recorder = Recorder(client)
+        await client.start()
+        client.subscribe(recorder)
+        doomed.stop()  # dbus-daemon dies under everybody
+        await client.wait_until(
+            lambda: client.state is BlueZState.DISCONNECTED, WAIT, "disconnect noticed"
+        )
+        with pytest.raises(e.BlueZConnectionLostError):
+            client.adapters()
+        with pytest.raises(e.BlueZConnectionLostError):
+            await client.wait_for_adapter("hci0", WAIT)
+        # dbus-daemon may first tell us org.bluez left (it disconnects clients one by one).
+        assert isinstance(recorder.events[-1], BusDisconnected)
+        assert not recorder.of(BlueZAppeared)
+        await client.close()
+        await sim.stop()
