@@ -423,6 +423,8 @@ class BlueZClient:
         self._bus = self._injected_bus
 
     def _set_stopped(self) -> None:
+        if self._sync is not None and self._sync.timer is not None:
+            self._sync.timer.cancel()
         self._state = BlueZState.STOPPED
         self._owner = None
         self._objects.clear()
