@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from btgw import __version__
+from btgw import __version__, doctor
 from btgw.asterisk.ami import AmiConnection
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.config import GatewayConfig, config_path, load_config
@@ -135,6 +135,29 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return ExitCode.DEFERRED if result.deferred else ExitCode.OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    config, state, sources, _ = _load(args)
+
+    async def gather() -> list[doctor.Finding]:
+        findings = [doctor.check_python()]
+        findings += doctor.check_adapters(config)
+        findings += doctor.check_secrets(config)
+        findings.append(doctor.check_files(config, state, sources))
+        findings += await doctor.check_asterisk(config, state, ami_factory(config))
+        return findings
+
+    findings = asyncio.run(gather())
+    if args.json:
+        print(json.dumps([f.__dict__ for f in findings], default=str))
+    else:
+        for f in findings:
+            print(f"[{f.level.value:>4}] {f.check}: {f.detail}")
+            if f.fix:
+                print(f"       fix: {f.fix}")
+    level = doctor.worst(findings)
+    return ExitCode.OK if level is not doctor.Level.FAIL else ExitCode.FAILURE
+
+
 def cmd_config_reference(args: argparse.Namespace) -> int:
     print(render_reference(), end="")
     return ExitCode.OK
@@ -175,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("check", cmd_check, "validate btgw.toml and say what it defines")
+    add(
+        "doctor", cmd_doctor, "check adapters, Asterisk, chan_mobile and the files; say what to fix"
+    )
     add("config-reference", cmd_config_reference, "print the btgw.toml reference (docs/config.md)")
     p = add(
         "render",

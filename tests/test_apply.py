@@ -255,3 +255,34 @@ def test_kill_9_mid_apply_leaves_whole_files_and_next_apply_finishes(pbx, tmp_pa
     assert "Endpoint:  user59" in live_endpoints(pbx)
     assert result.reloaded or not Journal(tmp_path / "apply-journal.json").pending()
     asyncio.run(applier(pbx, base, tmp_path).apply())
+
+
+def test_doctor_after_apply(pbx, tmp_path):
+    from btgw import doctor
+
+    config = bench_config(pbx)
+    app = applier(pbx, config, tmp_path)
+    asyncio.run(app.apply())
+    assert doctor.check_files(config, State(), app.sources).level is doctor.Level.OK
+    findings = asyncio.run(doctor.check_asterisk(config, State(), ami_factory(config)))
+    assert findings[0].level is doctor.Level.OK
+    assert findings[0].detail.startswith("Asterisk 22")
+    # Without Bluetooth chan_mobile cannot run, and doctor says what to do.
+    assert findings[1].check == "chan_mobile"
+    assert findings[1].level is doctor.Level.FAIL
+    assert "voice setting 0x0060" in findings[1].fix
+    (pbx.etc_dir / "extensions.conf").write_text(OWNER_EXTENSIONS)
+    stale = doctor.check_files(config, State(), app.sources)
+    assert stale.level is doctor.Level.WARN
+    assert "extensions.conf" in stale.detail
+    asyncio.run(app.apply())
+
+
+def test_example_secrets_are_flagged():
+    from btgw import doctor
+    from btgw.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "conf" / "btgw.toml")
+    (finding,) = doctor.check_secrets(config)
+    assert finding.level is doctor.Level.FAIL
+    assert "extension pepe" in finding.detail

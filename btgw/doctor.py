@@ -1,0 +1,144 @@
+"""``btgw doctor``: everything a gateway needs, checked and explained.
+
+Each check returns a :class:`Finding` with what was seen and, when something
+is wrong, exactly what to do.  Checks never raise: a check that cannot run says
+why, so one broken piece does not hide the others.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from btgw.asterisk.ami import AmiConnection, AmiError
+from btgw.asterisk.apply import plan_changes
+from btgw.asterisk.mobile import MobileParseError, parse_show_devices
+from btgw.bluez.sysfs import SYSFS_ROOT, list_adapters, setup_advice
+from btgw.config import GatewayConfig
+from btgw.errors import BtgwError
+from btgw.render import Sources
+from btgw.render.files import render_all
+from btgw.state import State
+
+EXAMPLE_SECRET_MARK = "CHANGE-ME"  # noqa: S105 - the marker of conf/*.secret placeholders
+
+
+class Level(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+
+def check_python() -> Finding:
+    if hasattr(socket, "AF_BLUETOOTH"):
+        return Finding("python", Level.OK, "this Python has Bluetooth sockets")
+    return Finding(
+        "python",
+        Level.FAIL,
+        "this Python was built without Bluetooth sockets (socket.AF_BLUETOOTH)",
+        "run btgw with Debian's /usr/bin/python3 (scripts/bootstrap builds .venv from it)",
+    )
+
+
+def check_adapters(config: GatewayConfig, sysfs_root: Path = SYSFS_ROOT) -> list[Finding]:
+    try:
+        adapters = list_adapters(sysfs_root)
+    except BtgwError as exc:
+        return [Finding("adapters", Level.FAIL, exc.message, exc.hint)]
+    found = ", ".join(
+        f"{a.name} ({a.usb.ids} {a.usb.product or ''})".strip() if a.usb else a.name
+        for a in adapters
+    )
+    out = [Finding("adapters", Level.OK if adapters else Level.WARN, found or "none found")]
+    out += [
+        Finding("adapters", Level.WARN, advice)
+        for advice in setup_advice(adapters, len(config.phones))
+    ]
+    return out
+
+
+def check_secrets(config: GatewayConfig) -> list[Finding]:
+    owners = [("AMI user", config.asterisk.ami.password)]
+    owners += [(f"extension {e.name}", e.password) for e in config.extensions]
+    owners += [(f"trunk {t.name}", t.password) for t in config.trunks]
+    weak = [name for name, secret in owners if secret.startswith(EXAMPLE_SECRET_MARK)]
+    if weak:
+        return [
+            Finding(
+                "secrets",
+                Level.FAIL,
+                f"example secrets still in use: {', '.join(weak)}",
+                "replace every CHANGE-ME secret (README: Install on Raspberry Pi OS)",
+            )
+        ]
+    return [Finding("secrets", Level.OK, "no example secrets")]
+
+
+def check_files(config: GatewayConfig, state: State, sources: Sources) -> Finding:
+    try:
+        changes = plan_changes(render_all(config, state, sources), config.asterisk.config_dir)
+    except OSError as exc:
+        return Finding("files", Level.FAIL, f"cannot read Asterisk's files: {exc}", "run as root")
+    if changes:
+        names = ", ".join(sorted(c.path.name for c in changes))
+        return Finding("files", Level.WARN, f"not up to date: {names}", "run `btgw apply`")
+    return Finding("files", Level.OK, "generated files and #include lines are current")
+
+
+async def check_asterisk(
+    config: GatewayConfig, state: State, connect: Callable[[], Awaitable[AmiConnection]]
+) -> list[Finding]:
+    try:
+        ami = await connect()
+    except AmiError as exc:
+        return [Finding("asterisk", Level.FAIL, exc.message, exc.hint)]
+    try:
+        version = (await ami.command("core show version"))[0]
+        out = [Finding("asterisk", Level.OK, version.split(" built by")[0])]
+        reply = await ami.action("Command", {"Command": "mobile show devices"}, check=False)
+        if not reply.ok:
+            out.append(
+                Finding(
+                    "chan_mobile",
+                    Level.FAIL,
+                    "chan_mobile is not running",
+                    "install asterisk-mobile; check that an adapter in chan_mobile.conf is "
+                    "plugged in and has voice setting 0x0060 (`btgw run` prepares it)",
+                )
+            )
+            return out
+        try:
+            devices = parse_show_devices(reply.output)
+        except MobileParseError as exc:
+            return [*out, Finding("chan_mobile", Level.WARN, str(exc))]
+        for device in devices:
+            level = Level.OK if device.usable else Level.WARN
+            detail = (
+                f"{device.id}: {'connected' if device.connected else 'not connected'}, "
+                f"{device.state.value}"
+            )
+            fix = (
+                "" if device.usable else "is the phone on, in range, and paired with this adapter?"
+            )
+            out.append(Finding("phone", level, detail, fix))
+    except AmiError as exc:
+        return [Finding("asterisk", Level.FAIL, exc.message, exc.hint)]
+    finally:
+        await ami.close()
+    return out
+
+
+def worst(findings: list[Finding]) -> Level:
+    levels = {f.level for f in findings}
+    return Level.FAIL if Level.FAIL in levels else Level.WARN if Level.WARN in levels else Level.OK
