@@ -234,7 +234,7 @@ def _decode_variable(
         return Url(bytes(view[start:stop]).decode("utf-8", "replace")), stop
     if depth <= 0:
         raise SdpError(
-            f"SDP data nested deeper than {MAX_DEPTH} levels at byte {pos}", _HINT_CORRUPT
+            f"SDP data nested deeper than the decoder allows at byte {pos}", _HINT_CORRUPT
         )
     items: list[SdpValue] = []
     cursor = start
