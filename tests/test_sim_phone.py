@@ -19,11 +19,15 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from btgw.sim.asterisk import AsteriskInstance
 from btgw.sim import sdp_server as sdp
 from btgw.sim.hfp import (
     INDICATORS,
@@ -46,7 +50,7 @@ from btgw.sim.phone import (
     frame_peak,
     tone_pattern,
 )
-from btgw.sim.shim import adapter_from_peer, dev_info_path, phone_peer_name
+from btgw.sim.shim import adapter_from_peer, build_shim, dev_info_path, phone_peer_name, shim_env
 from btgw.sim.spec import HFP_AG_UUID, AdapterSpec, PhoneSpec, rfcomm_path, sco_path, sdp_path
 
 PHONE = PhoneSpec(mac="A4:50:46:11:22:33", name="Pixel 7")
@@ -879,3 +883,402 @@ async def test_phone_runs_as_a_separate_process(sock_dir: Path) -> None:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     assert not rfcomm_path(sock_dir, PHONE.mac, 3).exists()
+
+
+# --------------------------------------------------------------------------
+# With the real chan_mobile (Asterisk 22 in the bench root, shim preloaded)
+# --------------------------------------------------------------------------
+
+INTERVAL = 5  # chan_mobile's reconnect interval in these tests
+SOCK_DIR_IN_ROOT = "/run/btsim"
+ABSENT_PHONE = "A4:50:46:99:99:99"
+DEVICE = "pixel"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the bench Asterisk needs root")
+
+EXTENSIONS = """\
+[general]
+static = yes
+writeprotect = yes
+
+[incoming-mobile]
+exten => s,1,Verbose(0,CALLER ${CALLERID(num)} ${CALLERID(name)})
+ same => n,Answer()
+ same => n,Echo()
+exten => sms,1,Verbose(0,SMS from ${SMSSRC}: ${SMSTXT})
+ same => n,Hangup()
+
+[out]
+exten => _X.,1,Dial(Mobile/pixel/${EXTEN},20,g)
+ same => n,Verbose(0,DIALSTATUS ${EXTEN} ${DIALSTATUS})
+ same => n,Hangup()
+
+[sendsms]
+exten => s,1,MobileSendSMS(pixel,+4915550000,Hello from Asterisk)
+ same => n,Hangup()
+"""
+
+
+def chan_mobile_conf(
+    *,
+    adapters: Sequence[AdapterSpec] = (ADAPTER,),
+    phone: str = PHONE.mac,
+    port: int = PHONE.hfp_ag_channel,
+    interval: int = INTERVAL,
+) -> str:
+    text = f"[general]\ninterval={interval}\n\n"
+    for adapter in adapters:
+        text += f"[adapter]\nid={adapter.hci}\naddress={adapter.mac}\n\n"
+    text += (
+        f"[{DEVICE}]\naddress={phone}\nport={port}\nadapter={adapters[0].hci}\n"
+        "context=incoming-mobile\n"
+    )
+    return text
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One line of ``mobile show devices`` (fixed-width columns)."""
+
+    id: str
+    address: str
+    adapter: str
+    connected: str
+    state: str
+    sms: str
+
+    @classmethod
+    def parse(cls, line: str) -> DeviceRow:
+        def col(start: int, width: int) -> str:
+            return line[start : start + width].strip()
+
+        return cls(col(0, 15), col(16, 17), col(40, 15), col(56, 9), col(66, 10), col(77, 3))
+
+
+@dataclass
+class Bench:
+    asterisk: AsteriskInstance
+    sock_dir: Path
+
+    async def cli(self, command: str) -> str:
+        return await asyncio.to_thread(self.asterisk.cli, command)
+
+    async def device(self) -> DeviceRow:
+        lines = (await self.cli("mobile show devices")).splitlines()
+        assert lines[0].split() == [
+            "ID",
+            "Address",
+            "Group",
+            "Adapter",
+            "Connected",
+            "State",
+            "SMS",
+        ]
+        rows = [DeviceRow.parse(line) for line in lines[1:] if line.strip()]
+        return next(row for row in rows if row.id == DEVICE)
+
+    async def wait_device(
+        self, check: Callable[[DeviceRow], bool], what: str, timeout: float = 5.0
+    ) -> DeviceRow:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await self.device()
+            if check(row):
+                return row
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited {timeout} s for {what}; last row {row}\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            # Bytes: text mode would turn the CR LF that ends SMSTXT into LF.
+            return self.asterisk.log_path.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def wait_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while not (match := regex.search(self.log())):
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited {timeout} s for log {pattern!r}\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return match
+
+    def shim_log(self) -> str:
+        path = self.sock_dir / "shim.log"
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def asterisk_root() -> Path:
+    """The cached Debian sid root (built on first use, ~40 s)."""
+    from btgw.sim.asterisk import ensure_root
+
+    return ensure_root()
+
+
+@pytest.fixture(scope="session")
+def shim_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from btgw.sim.asterisk import cache_dir
+
+    return build_shim(cache_dir())
+
+
+@contextlib.asynccontextmanager
+async def running_bench(
+    asterisk_root: Path,
+    shim_library: Path,
+    workdir: Path,
+    sock_dir: Path,
+    *,
+    conf: str,
+    adapters: Sequence[AdapterSpec] = (ADAPTER,),
+) -> AsyncIterator[Bench]:
+    """Asterisk with chan_mobile and the shim; phones must already be serving
+    in ``sock_dir`` (chan_mobile connects while it loads)."""
+    from btgw.sim.asterisk import AsteriskInstance
+
+    env = shim_env(SOCK_DIR_IN_ROOT, adapters, log_path=f"{SOCK_DIR_IN_ROOT}/shim.log")
+    instance = AsteriskInstance(
+        asterisk_root,
+        workdir,
+        extra_config={"chan_mobile.conf": conf, "extensions.conf": EXTENSIONS},
+        env=env,
+        preload=shim_library,
+        binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
+    )
+    try:
+        # In a thread: the phone must answer chan_mobile while Asterisk boots.
+        await asyncio.to_thread(instance.start)
+        yield Bench(instance, sock_dir)
+    finally:
+        await asyncio.to_thread(instance.close)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "asterisk"
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_chan_mobile_connects_and_is_free(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with SimPhone(PHONE, sock_dir, behaviour=FAST) as phone:
+        start = time.monotonic()
+        async with running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench:
+            await phone.wait_ready(timeout=10)
+            ready_after = time.monotonic() - start
+            row = await bench.wait_device(
+                lambda r: r.connected == "Yes" and r.state == "Free", "Connected Yes / Free"
+            )
+            assert (row.address, row.adapter, row.sms) == (PHONE.mac, "hci0", "Yes")
+            # chan_mobile connects while it loads, so before Asterisk has booted.
+            assert ready_after < 10
+            assert phone.commands == HANDSHAKE
+            assert phone.state.last_adapter == ADAPTER.mac
+            log = bench.log()
+            assert "Bluetooth Device pixel initialized and ready." in log
+            # No bluetoothd --compat: registering its own SDP record fails, harmlessly.
+            assert "Failed to connect sdp and create session." in log
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_chan_mobile_sees_out_of_range_and_reconnects(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with (
+        SimPhone(PHONE, sock_dir, behaviour=FAST) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        await phone.out_of_range()
+        row = await bench.wait_device(lambda r: r.connected == "No", "Connected No", timeout=3)
+        assert row.state == "None"
+        # The monitor thread saw ECONNRESET and cleaned up (on EOF it would spin).
+        await bench.wait_log(r"Bluetooth Device pixel has disconnected\.")
+        await phone.back_in_range()
+        await phone.wait_ready(timeout=INTERVAL + 3)
+        await bench.wait_device(lambda r: r.connected == "Yes" and r.state == "Free", "back")
+        assert phone.state.links == 2
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_wrong_rfcomm_channel_never_connects(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    conf = chan_mobile_conf(port=5, interval=1)
+    async with (
+        SimPhone(PHONE, sock_dir) as phone,
+        running_bench(asterisk_root, shim_library, workdir, sock_dir, conf=conf) as bench,
+    ):
+        deadline = time.monotonic() + 10
+        refused = "rf-A45046112233-5): Connection refused"
+        while bench.shim_log().count(refused) < 3:  # chan_mobile keeps trying
+            assert time.monotonic() < deadline, bench.shim_log()
+            await asyncio.sleep(0.05)
+        row = await bench.device()
+        assert (row.connected, row.state) == ("No", "None")
+        assert phone.state.links == 0
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_adapter_with_wrong_voice_setting_is_skipped(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    bad = AdapterSpec(mac="00:1A:7D:DA:71:11", hci="hci1", voice_setting=0x0040)
+    conf = chan_mobile_conf(adapters=(ADAPTER, bad))
+    async with (
+        SimPhone(PHONE, sock_dir) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=conf, adapters=(ADAPTER, bad)
+        ) as bench,
+    ):
+        await bench.wait_log(r"Skipping adapter hci1\. Voice setting must be 0x0060")
+        await phone.wait_ready(timeout=10)  # hci0 still works
+        assert "Skipping adapter hci0" not in bench.log()
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_no_usable_adapter_means_no_chan_mobile(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    bad = AdapterSpec(mac="00:1A:7D:DA:71:11", hci="hci1", voice_setting=0x0000)
+    async with running_bench(
+        asterisk_root,
+        shim_library,
+        workdir,
+        sock_dir,
+        conf=chan_mobile_conf(adapters=(bad,)),
+        adapters=(bad,),
+    ) as bench:
+        await bench.wait_log(r"No adapters could be loaded from the configuration file")
+        modules = await bench.cli("module show like chan_mobile")
+        assert re.search(r"chan_mobile\.so .* Not Running", modules), modules
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_incoming_call_with_audio_both_ways(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with (
+        SimPhone(PHONE, sock_dir, behaviour=FAST) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        phone.ring("+4930123456", "Ann")
+        await bench.wait_log(r"CALLER \+4930123456 Ann")
+        await phone.wait_call(CallState.ACTIVE)  # the dialplan's Answer() sent ATA
+        assert phone.state.sco_up or await phone.wait_for(lambda s: s.sco_up, what="SCO")
+        # Echo() sends the phone's tone back: 300 frames are 0.9 s of audio.
+        audio = await phone.wait_audio(rx_frames=300, tx_frames=300, timeout=10)
+        assert audio.rx_bytes == audio.rx_frames * SCO_FRAME_BYTES  # 48-byte frames
+        assert audio.rx_nonsilent_frames > 100
+        assert (await bench.device()).state == "Busy"
+        assert "Mobile/pixel-" in await bench.cli("core show channels")
+        phone.far_end_hangup()
+        await bench.wait_device(lambda r: r.state == "Free", "Free after hangup")
+        await phone.wait_for(lambda s: not s.sco_up, what="SCO closed by chan_mobile")
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_outgoing_calls_and_their_outcomes(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with (
+        SimPhone(PHONE, sock_dir, behaviour=FAST) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        since = len(phone.commands)
+        await bench.cli("channel originate Local/600111222@out application Echo")
+        assert await phone.wait_command(r"ATD", since=since) == "ATD600111222;"
+        await phone.wait_call(CallState.ACTIVE)  # the far end answers after 50 ms
+        audio = await phone.wait_audio(rx_frames=200, tx_frames=200, timeout=10)
+        assert audio.rx_nonsilent_frames > 50  # our tone, echoed back through Asterisk
+        phone.far_end_hangup()
+        await bench.wait_log(r"DIALSTATUS 600111222 ANSWER")
+        for number, outcome, status in (
+            ("600000001", DialOutcome.BUSY, "BUSY"),
+            ("600000002", DialOutcome.NO_CARRIER, "CONGESTION"),
+            ("600000003", DialOutcome.ERROR, "CONGESTION"),
+        ):
+            await bench.wait_device(lambda r: r.state == "Free", "Free before dialling")
+            phone.set_dial_outcome(outcome)
+            await bench.cli(f"channel originate Local/{number}@out application Echo")
+            await bench.wait_log(rf"DIALSTATUS {number} {status}")
+        assert phone.state.call is CallState.IDLE
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_sms_both_ways_with_chan_mobile(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with (
+        SimPhone(PHONE, sock_dir, behaviour=FAST) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        phone.send_sms("+4917012345", "Hello bench")
+        # SMSTXT keeps the CR LF that ends the text line.
+        await bench.wait_log(r"SMS from \+4917012345: Hello bench\r\n")
+        assert await phone.wait_command(r"AT\+CMGR=1$") == "AT+CMGR=1"
+        await bench.cli("channel originate Local/s@sendsms application Wait 1")
+        sent = await phone.wait_sent_sms()
+        assert [(s.destination, s.text) for s in sent] == [("+4915550000", "Hello from Asterisk")]
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_service_loss_shows_in_chan_mobile(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with (
+        SimPhone(PHONE, sock_dir) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        phone.lose_service()
+        await bench.wait_device(lambda r: r.state == "No Service", "No Service")
+        phone.regain_service()
+        await bench.wait_device(lambda r: r.state == "Free", "Free again")
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_mobile_search_finds_the_phone_over_sdp(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    # The configured phone is elsewhere, so the adapter is free for a search.
+    conf = chan_mobile_conf(phone=ABSENT_PHONE)
+    async with (
+        SimPhone(PHONE, sock_dir) as phone,
+        running_bench(asterisk_root, shim_library, workdir, sock_dir, conf=conf) as bench,
+    ):
+        output = await bench.cli("mobile search")
+        rows = [line.split() for line in output.splitlines()[1:] if line.strip()]
+        assert rows == [[PHONE.mac, "Pixel", "7", "Yes", "Phone", str(PHONE.hfp_ag_channel)]]
+        # sid's libbluetooth reassembled the record from 48-byte continuations.
+        assert phone.sdp_server.continuations > 0
+        assert phone.state.links == 0

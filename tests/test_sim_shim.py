@@ -360,7 +360,7 @@ async def test_sdp_connect(shim_so: Path, sock_dir: Path) -> None:
     def bdaddr(text):
         return (ctypes.c_uint8 * 6)(*reversed(bytes.fromhex(text.replace(":", ""))))
     libc.sdp_connect.restype = ctypes.POINTER(Session)
-    BDADDR_LOCAL = bdaddr("FF:FF:FF:00:00:00")  # {0, 0, 0, 0xff, 0xff, 0xff}
+    BDADDR_LOCAL = bdaddr("FF:FF:FF:00:00:00")  # b[] = 00 00 00 ff ff ff
     local = libc.sdp_connect(bdaddr("00:00:00:00:00:00"), BDADDR_LOCAL, 1)
     r = {{"local": [bool(local), ctypes.get_errno()]}}
     absent = libc.sdp_connect(bdaddr("00:00:00:00:00:00"), bdaddr("{ABSENT}"), 1)

@@ -8,10 +8,11 @@ the host):
   (:mod:`btgw.sim.sdp_server`); its presence means "in range";
 * ``dev-<MAC12>``: name and class of device for inquiries.
 
-When a call becomes active the phone connects to the adapter's SCO socket
-(``sco-<ADAPTER>``; the adapter is read from the RFCOMM peer's name unless
-given) and streams a 400 Hz tone, 8 kHz 16-bit mono in 48-byte frames at
-real-time pace, counting the frames Asterisk sends back.
+For a call the phone connects to the adapter's SCO socket (``sco-<ADAPTER>``;
+the adapter is read from the RFCOMM peer's name unless given) when an
+incoming call is answered, or at call setup for an outgoing one, and streams
+a 400 Hz tone, 8 kHz 16-bit mono in 48-byte frames at real-time pace,
+counting the frames Asterisk sends back.
 
 Drive it from Python (``ring``, ``send_sms``, ``far_end_answer``,
 ``out_of_range``... and the ``wait_*`` helpers), or from another process over
@@ -88,13 +89,19 @@ class PhoneError(BtgwError):
 
 @dataclass
 class PhoneBehaviour:
-    """How the phone and its network behave; change fields at any time."""
+    """How the phone and its network behave.  SimPhone keeps its own copy
+    (``phone.behaviour``), whose fields may change at any time."""
 
     dial_outcome: DialOutcome = DialOutcome.ANSWER
     answer_delay: float = 0.3  # far end picks up this long after alerting
     ring_interval: float = 3.0  # RING + CLIP repeat while an incoming call rings
     ecam: bool = False  # answer AT*ECAM with OK instead of ERROR
-    audio: bool = True  # open SCO when a call is active
+    audio: bool = True  # open SCO for calls
+    # Outgoing calls get their audio link at call setup (HFP 1.7, 4.18: after
+    # callsetup=2, for network tones), before the far end answers.  chan_mobile
+    # depends on it: it attaches a late SCO socket to a channel whose bridge is
+    # already polling, and nothing wakes the poll to notice it.
+    sco_at_dialing: bool = True
     tone_hz: int = 400
     sdp_chunk: int = 48  # bytes per SDP response before continuation
 
@@ -193,7 +200,8 @@ class SimPhone:
     ) -> None:
         self.spec = spec
         self.sock_dir = sock_dir
-        self.behaviour = behaviour if behaviour is not None else PhoneBehaviour()
+        # A copy: set_dial_outcome() and friends change this phone only.
+        self.behaviour = dataclasses.replace(behaviour) if behaviour else PhoneBehaviour()
         self._adapter_override = adapter_mac_for_sco
         self._prefix = f"[phone {spec.mac}]"
         self._settings = AgSettings(
@@ -449,7 +457,8 @@ class SimPhone:
         elif event.old is CallState.INCOMING and self._ring_task is not None:
             self._ring_task.cancel()
             self._ring_task = None
-        if event.new is CallState.ACTIVE and self.behaviour.audio:
+        at_setup = event.new is CallState.DIALING and self.behaviour.sco_at_dialing
+        if self.behaviour.audio and (at_setup or event.new is CallState.ACTIVE):
             self._start_sco()
         elif event.new is CallState.IDLE:
             self._sco_stop_soon()
