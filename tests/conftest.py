@@ -2,6 +2,71 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from btgw.errors import BtgwError
+from btgw.sim.asterisk import AsteriskInstance, ensure_root
+
+# --------------------------------------------------------------------------
+# Real Asterisk (btgw.sim.asterisk)
+# --------------------------------------------------------------------------
+
+AsteriskFactory = Callable[..., AsteriskInstance]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the Asterisk root before the first test that needs it runs.
+
+    The first build takes ~40 s; done here it does not count against that
+    test's timeout.
+    """
+    if session.config.option.collectonly:
+        return
+    if any("asterisk_root" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            ensure_root()
+        except BtgwError:
+            # The asterisk_root fixture raises it again, for the tests that
+            # need the root only; the other tests still run.
+            logging.getLogger(__name__).exception("could not build the Asterisk root")
+
+
+@pytest.fixture(scope="session")
+def asterisk_root() -> Path:
+    """The cached Debian sid root with Asterisk 22 and chan_mobile."""
+    return ensure_root()
+
+
+@pytest.fixture
+def asterisk_factory(asterisk_root: Path, tmp_path: Path) -> Iterator[AsteriskFactory]:
+    """Start Asterisk instances in this test's tmp_path; all are closed after it.
+
+    Takes the keyword arguments of :class:`AsteriskInstance` (``extra_config``,
+    ``env``, ``preload``, ``binds``, ``noload``...).
+    """
+    instances: list[AsteriskInstance] = []
+
+    def make(**kwargs: Any) -> AsteriskInstance:
+        instance = AsteriskInstance(asterisk_root, tmp_path / f"asterisk{len(instances)}", **kwargs)
+        instances.append(instance)
+        instance.start()
+        return instance
+
+    yield make
+    for instance in reversed(instances):
+        instance.close()
+
+
+@pytest.fixture
+def asterisk(asterisk_factory: AsteriskFactory) -> AsteriskInstance:
+    """A started Asterisk with the bench defaults (no chan_mobile)."""
+    return asterisk_factory()
+
 
 # ---------------------------------------------------------------------------
 # BlueZ simulator fixtures (btgw.bluez / btgw.sim.bluez; owner: BlueZ edge).
