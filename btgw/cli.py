@@ -158,6 +158,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return ExitCode.OK if level is not doctor.Level.FAIL else ExitCode.FAILURE
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    # Imported here: the gateway itself never needs the bench.
+    from btgw.sim.world import run_world  # noqa: PLC0415
+
+    try:
+        asyncio.run(run_world(sys.stdout, duration=args.duration))
+    except KeyboardInterrupt:
+        print("btgw sim: stopped; everything it started is gone", file=sys.stderr)
+    return ExitCode.OK
+
+
 def cmd_config_reference(args: argparse.Namespace) -> int:
     print(render_reference(), end="")
     return ExitCode.OK
@@ -201,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "doctor", cmd_doctor, "check adapters, Asterisk, chan_mobile and the files; say what to fix"
     )
+    p = add(
+        "sim",
+        cmd_sim,
+        "start the simulated world (real Asterisk, simulated phone and Bluetooth) for a machine "
+        "without Bluetooth",
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     add("config-reference", cmd_config_reference, "print the btgw.toml reference (docs/config.md)")
     p = add(
         "render",
