@@ -268,7 +268,12 @@ async def test_rfcomm_link_and_reset(shim_so: Path, sock_dir: Path) -> None:
         await phone.drop_link()
         await child.go()
         # A real RFCOMM socket reports the peer's disconnect as a reset, not EOF.
-        assert await child.read() == {"read": "ECONNRESET", "recv": "ECONNRESET", "send": "EPIPE"}
+        # ... and writing to it too, without SIGPIPE.
+        assert await child.read() == {
+            "read": "ECONNRESET",
+            "recv": "ECONNRESET",
+            "send": "ECONNRESET",
+        }
         await child.finish()
 
 
@@ -430,3 +435,26 @@ async def test_recycled_descriptor_is_not_treated_as_bluetooth(
     """
     r = await run_child(shim_so, env_for(sock_dir), script)
     assert r["read"] == ""  # plain end of file, not a Bluetooth reset
+
+
+async def test_sco_connect_outward(shim_so: Path, sock_dir: Path) -> None:
+    """chan_mobile connects SCO itself only to headsets: to the peer's sco- socket."""
+    script = f"""
+    s = socket.socket(socket.AF_BLUETOOTH, socket.SOCK_SEQPACKET, socket.BTPROTO_SCO)
+    s.connect(b"{PHONE.mac}")
+    s.send(b"\\x02" * 48)
+    out(echo=os.read(s.fileno(), 100).hex())
+    """
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(str(sco_path(sock_dir, PHONE.mac)))
+        listener.listen(1)
+        listener.setblocking(False)
+        child = await Child.start(shim_so, env_for(sock_dir), script)
+        conn, peer = await asyncio.wait_for(loop.sock_accept(listener), CHILD_TIMEOUT)
+        with conn:
+            assert peer.startswith(b"\0btshim-adapter-001A7DDA7110-")  # first adapter
+            frame = await loop.sock_recv(conn, 100)
+            await loop.sock_sendall(conn, frame)
+        assert await child.read() == {"echo": "02" * 48}
+        await child.finish()

@@ -95,6 +95,15 @@ class DialOutcome(enum.Enum):
     ERROR = "error"  # ATD answered ERROR
 
 
+_CALLSETUP_OF = {
+    CallState.IDLE: CALLSETUP_NONE,
+    CallState.INCOMING: CALLSETUP_INCOMING,
+    CallState.DIALING: CALLSETUP_OUTGOING,
+    CallState.ALERTING: CALLSETUP_ALERTING,
+    CallState.ACTIVE: CALLSETUP_NONE,
+}
+
+
 class HfpError(Exception):
     """A far-end action that makes no sense in the current call state."""
 
@@ -207,20 +216,23 @@ class HfpAudioGateway:
         roam: bool = False,
         battery: int = 5,
         sms_store: dict[int, StoredSms] | None = None,
+        call: tuple[CallState, str] = (CallState.IDLE, ""),
     ) -> None:
         self.settings = settings if settings is not None else AgSettings()
+        call_state, call_number = call
         self._ind: dict[int, int] = {
             IND_SERVICE: int(service),
-            IND_CALL: 0,
-            IND_CALLSETUP: CALLSETUP_NONE,
+            IND_CALL: int(call_state is CallState.ACTIVE),
+            IND_CALLSETUP: _CALLSETUP_OF[call_state],
             IND_CALLHELD: 0,
             IND_SIGNAL: signal,
             IND_ROAM: int(roam),
             IND_BATTCHG: battery,
         }
         self.sms_store: dict[int, StoredSms] = sms_store if sms_store is not None else {}
-        self.call_state = CallState.IDLE
-        self.call_number = ""
+        # A call the phone carried while no hands-free unit was connected.
+        self.call_state = call_state
+        self.call_number = call_number
         self.caller_name: str | None = None
         self.hf_features: int | None = None
         self.indicator_reporting = False
@@ -343,6 +355,22 @@ class HfpAudioGateway:
             raise HfpError(f"no outgoing call to fail (call is {self.call_state.value})")
         self._result("NO CARRIER")
         self._end_call()
+
+    def handset_dial(self, number: str) -> None:
+        """The owner dials on the phone itself (chan_mobile drops the link)."""
+        if self.call_state is not CallState.IDLE:
+            raise HfpError(f"cannot dial while the call is {self.call_state.value}")
+        self.call_number = number
+        self._set_call_state(CallState.DIALING)
+        self._set_indicator(IND_CALLSETUP, CALLSETUP_OUTGOING)
+        self._events.append(Dialled(number, self.settings.dial_outcome))
+        self.far_end_alerting()
+
+    def handset_answer(self) -> None:
+        """The owner answers a ringing call on the phone itself."""
+        if self.call_state is not CallState.INCOMING:
+            raise HfpError(f"no incoming call to answer (call is {self.call_state.value})")
+        self._go_active()
 
     def new_sms(self, sender: str, text: str, timestamp: str = "24/01/01,12:00:00+04") -> int:
         """Store an incoming SMS; announce it with ``+CMTI`` if asked to."""

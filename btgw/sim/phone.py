@@ -217,6 +217,8 @@ class SimPhone:
         self._dtmf: list[str] = []
         self._links_accepted = 0
         self._last_adapter: str | None = None
+        # The call the phone carries on while no link is up (handset use).
+        self._offline_call: tuple[CallState, str] = (CallState.IDLE, "")
         self._link: _Link | None = None
         self._rf_listener: socket.socket | None = None
         self._rf_task: asyncio.Task[None] | None = None
@@ -340,6 +342,7 @@ class SimPhone:
                 roam=self._roaming,
                 battery=self._battery,
                 sms_store=self._sms_store,
+                call=self._offline_call,
             )
             link = _Link(conn, adapter, ag)
             self._link = link
@@ -381,6 +384,8 @@ class SimPhone:
 
     async def _link_gone(self, link: _Link, why: str) -> None:
         self._link = None
+        # The call goes on in the owner's hand; a new link will report it.
+        self._offline_call = (link.ag.call_state, link.ag.call_number)
         log.info("%s RFCOMM link down (%s)", self._prefix, why)
         current = asyncio.current_task()
         for task in (link.writer, link.reader, self._ring_task, self._settle_task):
@@ -486,9 +491,14 @@ class SimPhone:
 
     def _auto_answer(self) -> None:
         link = self._link
-        if link is not None and link.ag.call_state in (CallState.DIALING, CallState.ALERTING):
+        setup = (CallState.DIALING, CallState.ALERTING)
+        if link is not None and link.ag.call_state in setup:
             link.ag.far_end_answer()
             self._pump(link)
+        elif link is None and self._offline_call[0] in setup:
+            # Dialled on the handset and chan_mobile let go: answered anyway.
+            self._offline_call = (CallState.ACTIVE, self._offline_call[1])
+            self._notify()
 
     def _ring_again(self) -> None:
         link = self._link
@@ -613,12 +623,27 @@ class SimPhone:
         self._far_end(lambda ag: ag.far_end_answer())
 
     def far_end_hangup(self) -> None:
-        """The other party hangs up (or stops ringing, or rejects)."""
+        """The other party hangs up (or stops ringing, or rejects).  Also ends
+        a call the phone carried on alone after its link dropped."""
+        if self._link is None and self._offline_call[0] is not CallState.IDLE:
+            self._offline_call = (CallState.IDLE, "")
+            self._notify()
+            return
         self._far_end(lambda ag: ag.far_end_hangup())
 
     def far_end_busy(self) -> None:
         """The outgoing call in progress meets a busy line."""
         self._far_end(lambda ag: ag.far_end_busy())
+
+    def dial_from_handset(self, number: str) -> None:
+        """The owner dials on the phone: chan_mobile logs "user dialed from
+        handset" and drops the link; the call goes on without it."""
+        self._far_end(lambda ag: ag.handset_dial(number))
+
+    def answer_on_handset(self) -> None:
+        """The owner picks up a ringing call on the phone: chan_mobile hangs
+        up its channel and drops the link ("user answered ... from handset")."""
+        self._far_end(lambda ag: ag.handset_answer())
 
     def set_dial_outcome(self, outcome: DialOutcome) -> None:
         """What the next ``ATD`` meets (stays until changed)."""
@@ -715,8 +740,8 @@ class SimPhone:
             links=self._links_accepted,
             slc=bool(link and link.slc),
             ready=bool(link and link.ready),
-            call=link.ag.call_state if link else CallState.IDLE,
-            call_number=link.ag.call_number if link else "",
+            call=link.ag.call_state if link else self._offline_call[0],
+            call_number=link.ag.call_number if link else self._offline_call[1],
             service=self._service,
             signal=self._signal,
             battery=self._battery,
@@ -906,6 +931,8 @@ def _commands() -> dict[str, Handler]:
         "far_end_answer": lambda p, a: _sync(p.far_end_answer()),
         "far_end_hangup": lambda p, a: _sync(p.far_end_hangup()),
         "far_end_busy": lambda p, a: _sync(p.far_end_busy()),
+        "dial_from_handset": lambda p, a: _sync(p.dial_from_handset(_arg(a, "number", str))),
+        "answer_on_handset": lambda p, a: _sync(p.answer_on_handset()),
         "set_busy": lambda p, a: _sync(p.set_busy()),
         "set_dial_outcome": lambda p, a: _sync(
             p.set_dial_outcome(DialOutcome(_arg(a, "outcome", str)))
@@ -951,6 +978,7 @@ class ControlServer:
 
     Commands: the :class:`SimPhone` methods of the same name (``ring``,
     ``send_sms``, ``far_end_answer``, ``far_end_hangup``, ``far_end_busy``,
+    ``dial_from_handset`` {number}, ``answer_on_handset``,
     ``set_busy``, ``set_dial_outcome`` {outcome: answer|manual|busy|no_carrier|
     error}, ``lose_service``, ``regain_service``, ``set_signal``,
     ``set_battery``, ``set_roaming``, ``drop_link``, ``out_of_range``

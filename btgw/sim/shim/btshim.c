@@ -282,6 +282,7 @@ BS_REAL(int, close, (int))
 BS_REAL(ssize_t, read, (int, void *, size_t))
 BS_REAL(ssize_t, recv, (int, void *, size_t, int))
 BS_REAL(ssize_t, write, (int, const void *, size_t))
+BS_REAL(ssize_t, send, (int, const void *, size_t, int))
 BS_REAL(int, getsockopt, (int, int, int, void *, socklen_t *))
 BS_REAL(int, setsockopt, (int, int, int, const void *, socklen_t))
 BS_REAL(int, ioctl, (int, unsigned long, void *))
@@ -1268,7 +1269,19 @@ ssize_t write(int fd, const void *buf, size_t n)
 		return bs_real_write()(fd, buf, n);
 	if (!bs_lookup(fd))
 		return bs_real_write()(fd, buf, n);
-	r = send(fd, buf, n, MSG_NOSIGNAL);
+	r = bs_real_send()(fd, buf, n, MSG_NOSIGNAL);
+	if (r < 0 && errno == EPIPE)
+		errno = ECONNRESET;
+	return r;
+}
+
+ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+	ssize_t r;
+
+	if (fd < 0 || fd >= BS_MAX_FDS || g_fds[fd].kind == BS_NONE || !bs_lookup(fd))
+		return bs_real_send()(fd, buf, n, flags);
+	r = bs_real_send()(fd, buf, n, flags | MSG_NOSIGNAL);
 	if (r < 0 && errno == EPIPE)
 		errno = ECONNRESET;
 	return r;
