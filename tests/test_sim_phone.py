@@ -666,7 +666,9 @@ async def test_audio_pace_is_real_time(sock_dir: Path) -> None:
             for _ in range(200):  # 0.6 s of audio
                 await loop.sock_recv(audio, 1024)
             elapsed = time.monotonic() - start
-            assert 0.45 < elapsed < 1.0, elapsed
+            # Paced, not flooded (unpaced, 200 frames take microseconds); loose
+            # bounds, as a loaded machine may make the sender catch up in bursts.
+            assert 0.35 < elapsed < 1.5, elapsed
             assert (await hf.command("AT+CHUP"))[-1] == "OK"
             audio.close()
         finally:
@@ -693,6 +695,8 @@ async def test_outgoing_call_outcomes_and_manual_answer(sock_dir: Path) -> None:
             phone.set_busy()
             assert await hf.command("ATD1;") == ["OK"]
             assert [await hf.line() for _ in range(3)] == ["+CIEV: 3,2", "BUSY", "+CIEV: 3,0"]
+            phone.behaviour.dial_outcome = DialOutcome.ERROR  # the knob itself works too
+            assert await hf.command("ATD2;") == ["ERROR"]
             with pytest.raises(PhoneError, match="no outgoing call"):
                 phone.far_end_answer()
         finally:
@@ -1363,3 +1367,26 @@ async def test_sms_during_a_call_ends_the_call_known_chan_mobile_bug(
         assert await phone.wait_command(r"AT\+CHUP$", since=since) == "AT+CHUP"
         await phone.wait_for(lambda s: s.call is CallState.IDLE and not s.sco_up, what="drop")
         assert "close(" in bench.shim_log().rsplit("accept(", 1)[1]  # chan_mobile closed SCO
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_chan_mobile_unload_and_load_reconnects(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    """btgw applies chan_mobile.conf changes by unloading and loading the module."""
+    async with (
+        SimPhone(PHONE, sock_dir) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        await bench.cli("module unload chan_mobile.so")
+        await phone.wait_disconnected()
+        assert not sco_path(sock_dir, ADAPTER.mac).exists()  # listener closed and freed
+        await bench.cli("module load chan_mobile.so")
+        await phone.wait_ready(timeout=5)
+        assert sco_path(sock_dir, ADAPTER.mac).exists()
+        await bench.wait_device(lambda r: r.connected == "Yes" and r.state == "Free", "Free")
+        assert phone.state.links == 2

@@ -90,7 +90,8 @@ class PhoneError(BtgwError):
 @dataclass
 class PhoneBehaviour:
     """How the phone and its network behave.  SimPhone keeps its own copy
-    (``phone.behaviour``), whose fields may change at any time."""
+    (``phone.behaviour``), whose fields may change at any time; ``sdp_chunk``
+    takes effect when the phone (re)enters range."""
 
     dial_outcome: DialOutcome = DialOutcome.ANSWER
     answer_delay: float = 0.3  # far end picks up this long after alerting
@@ -307,6 +308,7 @@ class SimPhone:
     def _open_sdp(self) -> None:
         if self._sdp_listener is not None:
             return
+        self.sdp_server.chunk = self.behaviour.sdp_chunk
         self._sdp_listener = self._listen(
             sdp_path(self.sock_dir, self.spec.mac), socket.SOCK_SEQPACKET
         )
@@ -363,6 +365,7 @@ class SimPhone:
                     break
                 if not data:
                     break
+                self._sync_settings()
                 link.ag.receive(data)
                 self._pump(link)
         finally:
@@ -403,6 +406,11 @@ class SimPhone:
         await self._link_gone(link, "dropped by the phone")
         for task in (link.reader, link.writer):
             await _cancel(task)
+
+    def _sync_settings(self) -> None:
+        """behaviour is the public knob; the AG reads its own settings."""
+        self._settings.dial_outcome = self.behaviour.dial_outcome
+        self._settings.ecam = self.behaviour.ecam
 
     def _pump(self, link: _Link) -> None:
         """Queue what the AG wants sent and act on what it reports."""
@@ -648,7 +656,7 @@ class SimPhone:
     def set_dial_outcome(self, outcome: DialOutcome) -> None:
         """What the next ``ATD`` meets (stays until changed)."""
         self.behaviour.dial_outcome = outcome
-        self._settings.dial_outcome = outcome
+        self._sync_settings()
 
     def set_busy(self) -> None:
         """Every following ``ATD`` meets a busy line."""
