@@ -1390,3 +1390,26 @@ async def test_chan_mobile_unload_and_load_reconnects(
         assert sco_path(sock_dir, ADAPTER.mac).exists()
         await bench.wait_device(lambda r: r.connected == "Yes" and r.state == "Free", "Free")
         assert phone.state.links == 2
+
+
+@pytest.mark.asterisk
+@needs_root
+async def test_out_of_range_during_a_call_hangs_up_the_channel(
+    asterisk_root: Path, shim_library: Path, workdir: Path, sock_dir: Path
+) -> None:
+    async with (
+        SimPhone(PHONE, sock_dir, behaviour=FAST) as phone,
+        running_bench(
+            asterisk_root, shim_library, workdir, sock_dir, conf=chan_mobile_conf()
+        ) as bench,
+    ):
+        await phone.wait_ready(timeout=10)
+        phone.ring("+4930123456", "Ann")
+        await phone.wait_audio(rx_frames=50, tx_frames=50)
+        await phone.out_of_range()
+        await bench.wait_log(r"Bluetooth Device pixel has disconnected\.")
+        await bench.wait_device(lambda r: r.connected == "No", "Connected No", timeout=3)
+        deadline = time.monotonic() + 5
+        while "Mobile/pixel-" in await bench.cli("core show channels"):
+            assert time.monotonic() < deadline, "the call's channel outlived the link"
+            await asyncio.sleep(0.05)
