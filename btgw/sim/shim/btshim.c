@@ -12,6 +12,12 @@
  * listens.  Everything above the socket layer - libbluetooth's SDP client,
  * chan_mobile's AT parser, its threads and timeouts - stays real.
  *
+ * Hooked: hci_get_route, hci_devid, hci_devba, hci_open_dev, hci_close_dev,
+ * hci_read_voice_setting, hci_read_remote_name, hci_inquiry, sdp_connect;
+ * socket, bind, listen, accept, accept4, connect, close, read, recv, write,
+ * send, getsockopt, setsockopt, ioctl (only for the shim's own descriptors;
+ * everything else passes straight to libc via dlsym(RTLD_NEXT)).
+ *
  * Environment (read once, when the library is loaded)
  *   BTSHIM_DIR             socket directory as the process sees it (inside the
  *                          chroot).  Unset: no Bluetooth at all, as on a
@@ -34,7 +40,8 @@
  * the same scheme as btgw/sim/spec.py)
  *   rf-<PHONE>-<ch>   stream socket: a phone's RFCOMM server channel <ch>.
  *                     connect(AF_BLUETOOTH RFCOMM, phone, ch) connects here.
- *   sdp-<PHONE>       seqpacket socket: the phone's SDP server (L2CAP PSM 1).
+ *   sdp-<PHONE>       seqpacket socket: the phone's SDP server (L2CAP PSM 1:
+ *                     sdp_connect and any L2CAP connect to PSM 1 land here).
  *                     Its existence also means "the phone is in range":
  *                     hci_inquiry lists these phones.
  *   dev-<PHONE>       optional text file, "name=Pixel 7" and
@@ -65,7 +72,7 @@
  *   - a peer that closed reads as ECONNRESET, never as end of file: on EOF
  *     chan_mobile's AT reader returns AT_UNKNOWN and its monitor thread spins
  *     on a readable socket instead of dropping the link.
- *   - writes never raise SIGPIPE; a closed peer gives ECONNRESET.
+ *   - write() and send() never raise SIGPIPE; a closed peer gives ECONNRESET.
  *   - sdp_connect to BDADDR_LOCAL fails with ENOENT, as without bluetoothd
  *     --compat (chan_mobile then logs a warning and carries on).  To a phone,
  *     it returns a real libbluetooth session whose socket is connected to
@@ -717,6 +724,8 @@ __attribute__((constructor)) static void bs_init(void)
 /* ------------------------------------------------------------------------ */
 /* libbluetooth: HCI                                                        */
 
+/* As libbluetooth: the first adapter whose address differs from bdaddr (a
+ * route to that device), else one that has it. */
 int hci_get_route(bdaddr_t *bdaddr)
 {
 	int i;
@@ -724,6 +733,8 @@ int hci_get_route(bdaddr_t *bdaddr)
 	for (i = 0; i < g_nadapters; i++)
 		if (!bdaddr || memcmp(&g_adapters[i].addr, bdaddr, sizeof(*bdaddr)) != 0)
 			return g_adapters[i].dev_id;
+	if (g_nadapters)
+		return g_adapters[0].dev_id;
 	errno = ENODEV;
 	return -1;
 }
