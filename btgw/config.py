@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from btgw.bluez.defs import normalise_mac
 from btgw.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/btgw/btgw.toml")
@@ -69,9 +70,10 @@ def _default_codecs() -> list[Codec]:
 
 
 def _normalise_mac(value: str) -> str:
-    text = value.strip().upper().replace("-", ":")
-    if not re.fullmatch(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}", text):
-        raise ValueError("must be a Bluetooth address like 00:1A:7D:DA:71:10")
+    try:
+        text = normalise_mac(value.strip(), separators=":-")
+    except ValueError:
+        raise ValueError("must be a Bluetooth address like 00:1A:7D:DA:71:10") from None
     if text in ("00:00:00:00:00:00", "FF:FF:FF:FF:FF:FF"):
         raise ValueError("is not a device address (all zeros or broadcast)")
     return text

@@ -270,13 +270,20 @@ DISCOVERY_TRANSPORTS: Final = frozenset({"auto", "bredr", "le"})
 # --- object paths ------------------------------------------------------------
 
 
-def normalise_mac(mac: str) -> str:
+def normalise_mac(mac: str, *, separators: str = ":-_") -> str:
     """``aa-bb-cc-dd-ee-ff`` / ``aa:bb:...`` -> ``AA:BB:CC:DD:EE:FF``.
 
+    The one address normaliser of btgw.  ``separators`` are the characters
+    accepted between octets (object paths use ``_``; people type ``-``); pass
+    ``":"`` where only BlueZ's own form may appear, e.g. before a path is built.
+
     Raises:
-        ValueError: ``mac`` is not six hex octets.
+        ValueError: ``mac`` is not six hex octets with accepted separators.
     """
-    parts = mac.replace("-", ":").replace("_", ":").split(":")
+    text = mac
+    for sep in separators:
+        text = text.replace(sep, ":")
+    parts = text.split(":")
     if len(parts) != 6 or not all(
         len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
     ):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Final, TypeAlias
 from uuid import UUID
 
+from btgw.bluez.defs import normalise_mac
 from btgw.bluez.hci import (
     BluetoothPermissionError,
     BluetoothUnavailableError,
@@ -410,9 +411,6 @@ def hfp_ag_channel(records: Iterable[ServiceRecord]) -> int | None:
 
 
 # --- addresses -----------------------------------------------------------------------
-_MAC_RE: Final = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
-
-
 def normalize_mac(mac: str) -> str:
     """``aa:bb:cc:dd:ee:ff`` -> ``AA:BB:CC:DD:EE:FF`` (BlueZ's file names).
 
@@ -420,13 +418,13 @@ def normalize_mac(mac: str) -> str:
         InvalidAddressError: not a colon-separated Bluetooth address; nothing
             else may reach a path under /var/lib/bluetooth.
     """
-    upper = mac.upper()
-    if not _MAC_RE.fullmatch(upper):
+    try:
+        return normalise_mac(mac, separators=":")
+    except ValueError:
         raise InvalidAddressError(
             f"not a Bluetooth address: {mac!r}",
             hint="write addresses as six colon-separated hex pairs, e.g. 00:1A:7D:DA:71:10",
-        )
-    return upper
+        ) from None
 
 
 # --- BlueZ's SDP cache ---------------------------------------------------------------
