@@ -15,10 +15,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from btgw import __version__, doctor
-from btgw.asterisk.ami import AmiConnection
+from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.config import GatewayConfig, config_path, load_config
 from btgw.configdoc import render_reference
@@ -44,18 +43,6 @@ def _load(args: argparse.Namespace) -> tuple[GatewayConfig, State, Sources, Path
     config = load_config(cfg_path)
     state = assign_adapters(config, load_state(state_path))
     return config, state, Sources(config=cfg_path, state=state_path), state_path
-
-
-def ami_factory(config: GatewayConfig, events: str = "off") -> Callable[[], Any]:
-    """Connect to the AMI named in ``config`` (a factory, so tests and apply share it)."""
-    ami = config.asterisk.ami
-
-    async def connect() -> AmiConnection:
-        return await AmiConnection.open(
-            ami.host, ami.port, ami.user, ami.password, timeout=ami.connect_timeout, events=events
-        )
-
-    return connect
 
 
 # -- commands -----------------------------------------------------------------
@@ -121,7 +108,11 @@ def _print_result(result: ApplyResult, as_json: bool) -> None:
 def cmd_apply(args: argparse.Namespace) -> int:
     config, state, sources, state_path = _load(args)
     applier = Applier(
-        config, state, sources, ami_factory(config), state_path.parent / "apply-journal.json"
+        config,
+        state,
+        sources,
+        connector(config.asterisk.ami),
+        state_path.parent / "apply-journal.json",
     )
     if args.dry_run:
         diff = applier.diff()
@@ -143,7 +134,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         findings += doctor.check_adapters(config)
         findings += doctor.check_secrets(config)
         findings.append(doctor.check_files(config, state, sources))
-        findings += await doctor.check_asterisk(config, state, ami_factory(config))
+        findings += await doctor.check_asterisk(config, state, connector(config.asterisk.ami))
         return findings
 
     findings = asyncio.run(gather())

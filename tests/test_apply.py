@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyError, Journal, ensure_include, has_include
-from btgw.cli import ami_factory
 from btgw.config import GatewayConfig
 from btgw.render import Sources
 from btgw.render.files import DIALPLAN, PJSIP_WIZARD, Module, render_all
@@ -31,7 +31,8 @@ OWNER_EXTENSIONS = "[general]\nstatic=yes\n\n[default]\nexten => 1,1,Hangup()\n"
 AMI_SECRET = "btgw-ami-secret-for-tests"
 
 
-def bench_config(pbx: AsteriskInstance, **changes) -> GatewayConfig:
+def bench_data(pbx: AsteriskInstance, **changes) -> dict:
+    """The test config, pointed at ``pbx``, as a dict (for TOML or make_config)."""
     data = config_dict()
     data["asterisk"] = {
         "config_dir": str(pbx.etc_dir),
@@ -42,7 +43,11 @@ def bench_config(pbx: AsteriskInstance, **changes) -> GatewayConfig:
     # No Bluetooth here: the phone has no channel, so chan_mobile gets adapters only.
     del data["phones"][0]["port"]
     data.update(changes)
-    return make_config(data)
+    return data
+
+
+def bench_config(pbx: AsteriskInstance, **changes) -> GatewayConfig:
+    return make_config(bench_data(pbx, **changes))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,7 @@ def applier(pbx: AsteriskInstance, config: GatewayConfig, tmp: Path, **kw) -> Ap
         config,
         State(),
         Sources(tmp / "btgw.toml", tmp / "state.json"),
-        ami_factory(config),
+        connector(config.asterisk.ami),
         tmp / "apply-journal.json",
         **kw,
     )
@@ -165,47 +170,43 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
+    from btgw.asterisk.ami import connector
     from btgw.asterisk.apply import Applier
-    from btgw.cli import ami_factory
     from btgw.config import load_config
     from btgw.render import Sources
     from btgw.state import State
     cfg_path, tmp = Path(sys.argv[1]), Path(sys.argv[2])
     config = load_config(cfg_path)
-    a = Applier(config, State(), Sources(cfg_path, tmp / "state.json"), ami_factory(config),
-                tmp / "apply-journal.json")
+    a = Applier(config, State(), Sources(cfg_path, tmp / "state.json"),
+                connector(config.asterisk.ami), tmp / "apply-journal.json")
     print("start", flush=True)
     asyncio.run(a.apply())
     """
 )
 
 
+def kill_apply_after(delay: float, cfg_path: Path, tmp: Path) -> None:
+    """Start `apply` in a process of its own and kill -9 it ``delay`` s after start-up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(cfg_path), str(tmp)], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # interpreter and imports are up
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+
 def test_kill_9_mid_apply_leaves_whole_files_and_next_apply_finishes(pbx, tmp_path):
     base = bench_config(pbx)
     asyncio.run(applier(pbx, base, tmp_path).apply())
     old = {p.name: p.read_text() for p in pbx.etc_dir.glob("*btgw*.conf")}
-    data = config_dict()
     many = [
         {"name": f"user{i}", "number": f"3{i:02d}", "secret": f"user-secret-{i:04d}"}
         for i in range(60)
     ]
-    data_ext = data["extensions"] + many
-    target_data = config_dict()
-    target_data.update(
-        asterisk={
-            "config_dir": str(pbx.etc_dir),
-            "log_file": str(pbx.log_path),
-            "ami": {
-                "host": pbx.ami_host,
-                "port": pbx.ami_port,
-                "user": "btgw",
-                "secret": AMI_SECRET,
-            },
-        },
-        sip={"bind": "127.0.0.1", "port": pbx.sip_port},
-        extensions=data_ext,
-    )
-    del target_data["phones"][0]["port"]
+    target_data = bench_data(pbx, extensions=config_dict()["extensions"] + many)
     cfg_path = tmp_path / "btgw.toml"
     cfg_path.write_text(to_toml(target_data))
     new_config = make_config(target_data)
@@ -218,16 +219,7 @@ def test_kill_9_mid_apply_leaves_whole_files_and_next_apply_finishes(pbx, tmp_pa
     }
     outcomes = set()
     for delay in (0.0, 0.15, 0.25, 0.3, 0.35, 0.4, 0.5):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", KILL_SCRIPT, str(cfg_path), str(tmp_path)],
-            stdout=subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        proc.stdout.readline()  # interpreter and imports are up
-        time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+        kill_apply_after(delay, cfg_path, tmp_path)
         state = []
         for name in new:
             text = (pbx.etc_dir / name).read_text()
@@ -239,15 +231,7 @@ def test_kill_9_mid_apply_leaves_whole_files_and_next_apply_finishes(pbx, tmp_pa
     # The kills landed at different points: before any write, and after some.
     assert len(outcomes) >= 2, outcomes
     # Finally: a kill, then an ordinary apply finishes the job.
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(cfg_path), str(tmp_path)], stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
+    kill_apply_after(0.3, cfg_path, tmp_path)
     result = asyncio.run(applier(pbx, new_config, tmp_path).apply())
     for name, text in new.items():
         assert (pbx.etc_dir / name).read_text() == text
@@ -264,7 +248,7 @@ def test_doctor_after_apply(pbx, tmp_path):
     app = applier(pbx, config, tmp_path)
     asyncio.run(app.apply())
     assert doctor.check_files(config, State(), app.sources).level is doctor.Level.OK
-    findings = asyncio.run(doctor.check_asterisk(config, State(), ami_factory(config)))
+    findings = asyncio.run(doctor.check_asterisk(config, State(), connector(config.asterisk.ami)))
     assert findings[0].level is doctor.Level.OK
     assert findings[0].detail.startswith("Asterisk 22")
     # Without Bluetooth chan_mobile cannot run, and doctor says what to do.

@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from btgw.config import AmiConfig
 from btgw.errors import AsteriskError
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,26 @@ class AmiConnection:
                 pending.future.set_result(AmiReply(pending.response, tuple(pending.events)))
             return
         pending.events.append(message)
+
+
+AmiFactory = Callable[[], Awaitable[AmiConnection]]
+"""Opens a new logged-in session; apply, doctor and the daemon each take one."""
+
+
+def connector(settings: AmiConfig, events: str | Sequence[str] = "off") -> AmiFactory:
+    """An :data:`AmiFactory` for the AMI described by ``[asterisk.ami]``."""
+
+    async def connect() -> AmiConnection:
+        return await AmiConnection.open(
+            settings.host,
+            settings.port,
+            settings.user,
+            settings.password,
+            timeout=settings.connect_timeout,
+            events=events,
+        )
+
+    return connect
 
 
 def events_named(events: Iterable[AmiMessage], name: str) -> list[AmiMessage]:

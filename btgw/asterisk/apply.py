@@ -24,11 +24,11 @@ import difflib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from btgw.asterisk.ami import AmiActionError, AmiConnection
+from btgw.asterisk.ami import AmiActionError, AmiConnection, AmiFactory
 from btgw.asterisk.mobile import MobileParseError, matches_id, parse_show_devices
 from btgw.config import GatewayConfig
 from btgw.errors import AsteriskError
@@ -302,7 +302,6 @@ async def verify(
     return problems
 
 
-AmiFactory = Callable[[], Awaitable[AmiConnection]]
 Renderer = Callable[[GatewayConfig, State, Sources], dict[GeneratedFile, str]]
 
 

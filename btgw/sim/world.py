@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from btgw.asterisk.ami import AmiConnection, AmiError
-from btgw.asterisk.apply import AmiFactory, Applier
+from btgw.asterisk.ami import AmiError, AmiFactory, connector
+from btgw.asterisk.apply import Applier
 from btgw.asterisk.mobile import MobileParseError, parse_show_devices
 from btgw.config import GatewayConfig, parse_config
 from btgw.render import Sources
@@ -177,10 +177,7 @@ async def run_world(
                 file=out,
                 flush=True,
             )
-
-            async def connect() -> AmiConnection:
-                ami = config.asterisk.ami
-                return await AmiConnection.open(ami.host, ami.port, ami.user, ami.password)
+            connect = connector(config.asterisk.ami)
 
             applier = Applier(config, state, sources, connect, base / "apply-journal.json")
             result = await applier.apply()
