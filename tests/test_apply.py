@@ -270,3 +270,17 @@ def test_example_secrets_are_flagged():
     (finding,) = doctor.check_secrets(config)
     assert finding.level is doctor.Level.FAIL
     assert "extension pepe" in finding.detail
+
+
+def test_only_the_reloaded_modules_config_loaders_count():
+    from btgw.asterisk.apply import config_problems
+
+    lines = [
+        "[2026-11-26 06:37:16.522] ERROR[28882] config_options.c: Error parsing max_contacts=abc",
+        "[2026-11-26 06:37:16.523] WARNING[9] res_pjsip_outbound_registration.c: No response",
+        "[2026-11-26 06:37:16.524] WARNING[9] res_pjsip/pjsip_distributor.c: scanner",
+        "[2026-11-26 06:37:16.525] ERROR[12] chan_mobile.c: Error reading from device",
+    ]
+    assert config_problems(lines, [Module.PJSIP]) == lines[:1]
+    assert config_problems(lines, [Module.DIALPLAN]) == []
+    assert config_problems(lines, [Module.CHAN_MOBILE]) == lines[3:]

@@ -48,14 +48,29 @@ JOURNAL_NAME = "apply-journal.json"
 # before the work is done.
 RELOAD_ORDER = (Module.DIALPLAN, Module.PJSIP, Module.CHAN_MOBILE, Module.MANAGER)
 
-# Log sources whose WARNING/ERROR lines during a reload mean our files were not
-# accepted.  Other warnings (a SIP scanner failing auth, a phone not answering)
-# are not about configuration and must not trigger a rollback.
-CONFIG_SOURCES = re.compile(
-    r"^(config|config_options|pbx_config|pbx|pbx_variables|sorcery|res_sorcery_config|"
-    r"res_pjsip[a-z_]*|chan_mobile|manager|ast_expr2?|app)\.c$"
-)
-LOG_LINE = re.compile(r"\]\s+(WARNING|ERROR)\[[^\]]*\]\s*(?:\[[^\]]*\]\s*)?([A-Za-z0-9_.]+):")
+# Which log sources speak for each module's configuration.  Only their
+# WARNING/ERROR lines during a reload mean our files were not accepted; runtime
+# noise in the same second (a trunk's registration failing, a SIP scanner, a
+# call in progress) must not roll a good configuration back.  Sources seen on
+# Asterisk 22.10.1: pbx_config.c for the dialplan; config_options.c and
+# res_sorcery_config.c for PJSIP objects; res_pjsip_config_wizard.c for the
+# wizard; chan_mobile.c for its own config.
+CONFIG_SOURCES: dict[Module, frozenset[str]] = {
+    Module.DIALPLAN: frozenset({"config.c", "pbx_config.c", "pbx.c"}),
+    Module.PJSIP: frozenset(
+        {
+            "config.c",
+            "config_options.c",
+            "sorcery.c",
+            "res_sorcery_config.c",
+            "res_pjsip.c",
+            "res_pjsip_config_wizard.c",
+        }
+    ),
+    Module.CHAN_MOBILE: frozenset({"config.c", "chan_mobile.c"}),
+    Module.MANAGER: frozenset({"config.c", "manager.c"}),
+}
+LOG_LINE = re.compile(r"\]\s+(WARNING|ERROR)\[[^\]]*\]\s*(?:\[[^\]]*\]\s*)?([A-Za-z0-9_./-]+):")
 
 
 class ApplyError(AsteriskError):
@@ -110,20 +125,22 @@ def unified_diff(path: str, old: str | None, new: str | None) -> str:
     )
 
 
-def config_problems(lines: Iterable[str]) -> list[str]:
-    """The WARNING/ERROR lines written by Asterisk's configuration loaders.
+def config_problems(lines: Iterable[str], modules: Iterable[Module]) -> list[str]:
+    """The WARNING/ERROR lines the configuration loaders of ``modules`` wrote.
 
     >>> config_problems([
     ...     "[2026-11-26 06:50:01] WARNING[81] pbx_config.c: Invalid priority",
     ...     "[2026-11-26 06:50:01] NOTICE[81] pbx_config.c: fine",
-    ...     "[2026-11-26 06:50:02] WARNING[90] res_pjsip_registrar.c: scanner",
-    ... ])
+    ...     "[2026-11-26 06:50:01] ERROR[81] res_pjsip_config_wizard.c: bad option",
+    ...     "[2026-11-26 06:50:02] WARNING[90] res_pjsip_outbound_registration.c: no reply",
+    ... ], [Module.DIALPLAN])
     ['[2026-11-26 06:50:01] WARNING[81] pbx_config.c: Invalid priority']
     """
+    sources = frozenset().union(*(CONFIG_SOURCES[m] for m in modules))
     out = []
     for line in lines:
         match = LOG_LINE.search(line)
-        if match and (CONFIG_SOURCES.match(match.group(2)) and "registrar" not in match.group(2)):
+        if match and match.group(2).rsplit("/", 1)[-1] in sources:
             out.append(line.rstrip("\n"))
     return out
 
@@ -392,7 +409,7 @@ class Applier:
         failures = await self._reload(ami, to_reload)
         checked = set(to_reload)
         failures += await verify(ami, self.config, self.state, checked)
-        failures += config_problems(logwatch.new_lines())
+        failures += config_problems(logwatch.new_lines(), to_reload)
         if failures and not chan_mobile_was_loaded:
             # chan_mobile did not run before either (no usable adapter yet): that
             # is the hardware's state, not a fault of the new files.
