@@ -60,7 +60,8 @@ DisplayName = Annotated[
     str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f\"<>;,()\[\]&$\\|]{1,40}$")
 ]
 # Credentials go into `password = ...` lines and AMI `Secret:` headers.
-Secret = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#%*+\-./:=?@^_{}~]{1,128}$")]
+_CREDENTIAL_CHARS = r"^[A-Za-z0-9!#%*+\-./:=?@^_{}~]{1,128}$"
+Secret = Annotated[str, StringConstraints(pattern=_CREDENTIAL_CHARS)]
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
 Codec = Literal["ulaw", "alaw", "g722", "gsm", "opus", "g729", "ilbc", "speex", "slin"]
 
@@ -149,7 +150,7 @@ class _WithSecret(_Model):
             raise ValueError("give exactly one of secret or secret_file")
         if self.secret_file is not None:
             value = _read_secret(self.secret_file)
-            if not re.fullmatch(r"[A-Za-z0-9!#%*+\-./:=?@^_{}~]{1,128}", value):
+            if not re.match(_CREDENTIAL_CHARS, value):
                 raise ValueError(
                     f"secret in {self.secret_file} has characters Asterisk files cannot "
                     "carry safely; use letters, digits and !#%*+-./:=?@^_{}~"

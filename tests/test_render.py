@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from btgw.config import load_config
+from btgw.errors import ConfigError
 from btgw.render import Sources
 from btgw.render.files import ALL_FILES, render_all
 from btgw.state import LearnedPhone, State, assign_adapters
@@ -190,5 +191,5 @@ def test_injection_is_impossible_for_air_names():
     """A Bluetooth name is attacker-controlled: it must never reach a file."""
     data = config_dict()
     data["phones"][0]["name"] = "evil]\n[general]"
-    with pytest.raises(Exception):  # noqa: B017 - ConfigError checked in test_config
+    with pytest.raises(ConfigError, match=r"phones\[0\]\.name"):
         make_config(data)
