@@ -11,45 +11,28 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from btgw import __version__, doctor
 from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyResult
-from btgw.config import GatewayConfig, config_path, load_config
+from btgw.cliutil import Handler, load_all
+from btgw.config import config_path
 from btgw.configdoc import render_reference
+from btgw.daemon.cli import register as register_daemon
 from btgw.errors import BtgwError, ExitCode
 from btgw.fsutil import atomic_write
-from btgw.render import Sources
+from btgw.pairing.cli import register as register_pairing
 from btgw.render.files import render_all
-from btgw.state import DEFAULT_STATE_PATH, State, assign_adapters, load_state, save_state
-
-STATE_ENV = "BTGW_STATE"
-
-
-def _state_path(args: argparse.Namespace) -> Path:
-    if args.state is not None:
-        return Path(args.state)
-    env = os.environ.get(STATE_ENV)
-    return Path(env) if env else DEFAULT_STATE_PATH
-
-
-def _load(args: argparse.Namespace) -> tuple[GatewayConfig, State, Sources, Path]:
-    cfg_path = config_path(args.config)
-    state_path = _state_path(args)
-    config = load_config(cfg_path)
-    state = assign_adapters(config, load_state(state_path))
-    return config, state, Sources(config=cfg_path, state=state_path), state_path
-
+from btgw.state import save_state
 
 # -- commands -----------------------------------------------------------------
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config, _, _, _ = _load(args)
+    config, _, _, _ = load_all(args)
     if args.json:
         print(
             json.dumps(
@@ -65,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    config, state, sources, _ = _load(args)
+    config, state, sources, _ = load_all(args)
     out = Path(args.out)
     written = []
     for gen, text in render_all(config, state, sources).items():
@@ -106,7 +89,7 @@ def _print_result(result: ApplyResult, as_json: bool) -> None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    config, state, sources, state_path = _load(args)
+    config, state, sources, state_path = load_all(args)
     applier = Applier(
         config,
         state,
@@ -127,7 +110,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    config, state, sources, _ = _load(args)
+    config, state, sources, _ = load_all(args)
 
     async def gather() -> list[doctor.Finding]:
         findings = [doctor.check_python()]
@@ -191,15 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(
-        name: str, func: Callable[[argparse.Namespace], int], help_text: str
-    ) -> argparse.ArgumentParser:
+    def add(name: str, func: Handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
     add("check", cmd_check, "validate btgw.toml and say what it defines")
+    register_pairing(add)
+    register_daemon(add)
     add(
         "doctor", cmd_doctor, "check adapters, Asterisk, chan_mobile and the files; say what to fix"
     )

@@ -1,0 +1,1 @@
+"""The gateway daemon (`btgw run`) and what reports on it (`status`, `health`)."""

@@ -1,0 +1,1 @@
+"""Finding, pairing and forgetting phones: `btgw scan`, `pair`, `unpair`."""
