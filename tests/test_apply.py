@@ -279,8 +279,11 @@ def test_only_the_reloaded_modules_config_loaders_count():
         "[2026-11-26 06:37:16.522] ERROR[28882] config_options.c: Error parsing max_contacts=abc",
         "[2026-11-26 06:37:16.523] WARNING[9] res_pjsip_outbound_registration.c: No response",
         "[2026-11-26 06:37:16.524] WARNING[9] res_pjsip/pjsip_distributor.c: scanner",
-        "[2026-11-26 06:37:16.525] ERROR[12] chan_mobile.c: Error reading from device",
+        # what every chan_mobile rebind logs (seen on Asterisk 22.10.1): not config
+        "[2026-11-26 06:44:56.670] ERROR[2909] chan_mobile.c: ast_io_wait() failed for audio",
+        "[2026-11-26 06:44:56.675] WARNING[2924] chan_mobile.c: Failed to connect sdp and",
+        "[2026-11-26 06:44:56.676] WARNING[2924] chan_mobile.c: Skipping device x. No adapter",
     ]
     assert config_problems(lines, [Module.PJSIP]) == lines[:1]
     assert config_problems(lines, [Module.DIALPLAN]) == []
-    assert config_problems(lines, [Module.CHAN_MOBILE]) == lines[3:]
+    assert config_problems(lines, [Module.CHAN_MOBILE]) == lines[5:]
