@@ -1,10 +1,15 @@
-"""The simulated world ``./run`` starts on a machine without Bluetooth.
+"""The simulated world: what ``./run`` starts on a machine without Bluetooth,
+and what the end-to-end tests drive.
 
-Debian's real Asterisk 22 with chan_mobile, running the files btgw generates
-from a btgw.toml shaped like ``conf/btgw.toml``; a simulated phone ``mimovil``
-behind the LD_PRELOAD shim; btgw's own apply putting the configuration live;
-then a live status line per change until Ctrl-C.  Everything it starts is
-stopped by PID when it ends.
+One :class:`World` wires every layer to the same phone: a private
+dbus-daemon with the BlueZ simulator, the HFP phone simulator behind the
+LD_PRELOAD shim, Debian's real Asterisk 22 with chan_mobile running the files
+btgw renders (put live by btgw's own :class:`~btgw.asterisk.apply.Applier`)
+from a btgw.toml shaped like ``conf/btgw.toml``, SIPp house phones pepe (201)
+and maria (202) registered, and a SIPp trunk provider on 127.0.0.2.  Tests
+say ``world.phone.ring("+34600111222")``, ``await world.phone.out_of_range()``
+or ``await world.pepe.dial("9600111222")`` and every layer sees it.
+Everything it starts is stopped by PID when it ends.
 """
 
 from __future__ import annotations
@@ -12,32 +17,84 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
-from btgw.asterisk.ami import AmiError, AmiFactory, connector
-from btgw.asterisk.apply import Applier
-from btgw.asterisk.mobile import MobileParseError, parse_show_devices
+from btgw.asterisk.ami import AmiConnection, AmiError, AmiFactory, AmiMessage, connector
+from btgw.asterisk.apply import Applier, ApplyResult
+from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
 from btgw.config import GatewayConfig, parse_config
+from btgw.errors import BtgwError
 from btgw.render import Sources
 from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
-from btgw.sim.asterisk import AsteriskInstance, cache_dir, ensure_root
-from btgw.sim.phone import SimPhone
+from btgw.sim.asterisk import (
+    AsteriskInstance,
+    PortBlock,
+    cache_dir,
+    ensure_root,
+    reserve_port_block,
+)
+from btgw.sim.bluez import BlueZSim, RemoteDevice
+from btgw.sim.bluez import World as Air
+from btgw.sim.dbus import PrivateBus
+from btgw.sim.hfp import CallState, DialOutcome
+from btgw.sim.phone import PhoneBehaviour, PhoneState, SimPhone
 from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.sipp import Answerer, SipEndpoint, SipPhone
 from btgw.sim.spec import AdapterSpec, PhoneSpec
 from btgw.state import State, assign_adapters
+
+T = TypeVar("T")
 
 SOCK_DIR_IN_ROOT = "/run/btsim"
 ADAPTER = AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")
 PHONE = PhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Simulated Pixel", hfp_ag_channel=3)
 OWNER_EXTENSIONS = "[general]\nstatic=yes\nwriteprotect=yes\n\n[default]\n"
+TRUNK_IP = "127.0.0.2"  # its own address: IP identification cannot mistake it for a phone
+TRUNK_CALLER_ID = "+34910000000"
+# The phone answers an outgoing call quickly, and rings are repeated often, so
+# calls set up in a fraction of a second.
+PHONE_BEHAVIOUR = PhoneBehaviour(answer_delay=0.1, ring_interval=1.0)
+# pepe picks up a ringing call after this long; maria lets it ring.
+PEPE_ANSWERS_AFTER = 0.3
+# chan_mobile connects at load and then every [general] interval; after a
+# phone comes back in range it can take up to one interval, plus the HFP
+# handshake (each step may take up to 10 s on a real phone, ~0.2 s here).
+CONNECT_TIMEOUT = 20.0
+EVENT_POLL = 0.02
 
 
-def world_config(pbx: AsteriskInstance, ami_secret: str) -> str:
+class WorldError(BtgwError):
+    """The world could not start, or a layer did not show what a test expected."""
+
+
+@dataclass(frozen=True)
+class WorldOptions:
+    """Ways to build a deliberately broken or reduced world."""
+
+    config_port: int | None = None  # RFCOMM channel written to btgw.toml (None: the right one)
+    sip: bool = True  # SIPp phones and trunk (``btgw sim`` without SIPp installed: False)
+    bluez: bool = True  # the BlueZ simulator on a private bus
+    interval: int = 5  # chan_mobile's reconnect interval
+
+
+def world_config(
+    pbx: AsteriskInstance,
+    ami_secret: str,
+    *,
+    trunk_port: int = 5060,
+    config_port: int | None = None,
+    interval: int = 5,
+    word: str | None = None,
+) -> str:
     """btgw.toml for the simulated world: the README's scenario on loopback."""
-    word = secrets.token_hex(8)
+    word = word or secrets.token_hex(8)
+    port = PHONE.hfp_ag_channel if config_port is None else config_port
     return f"""\
 # btgw.toml of the simulated world (written by `btgw sim`)
 [asterisk]
@@ -51,7 +108,7 @@ user = "btgw"
 secret = "{ami_secret}"
 
 [bluetooth]
-interval = 5
+interval = {interval}
 
 [[adapters]]
 id = "dongle1"
@@ -61,7 +118,8 @@ address = "{ADAPTER.mac}"
 name = "mimovil"
 address = "{PHONE.mac}"
 adapter = "dongle1"
-port = {PHONE.hfp_ag_channel}
+group = 1
+port = {port}
 
 [sip]
 bind = "127.0.0.1"
@@ -86,16 +144,19 @@ number = "100"
 ring = ["pepe", "maria"]
 
 [outbound]
+prefix = "9"
+mobile_group = 1
 trunks = ["telnyx"]
 
 [[trunks]]
 name = "telnyx"
-hosts = ["127.0.0.2"]
+hosts = ["{TRUNK_IP}"]
+port = {trunk_port}
 username = "gateway"
 secret = "trunk-{word}"
 registration = false
-match = ["127.0.0.2"]
-caller_id = "+34910000000"
+match = ["{TRUNK_IP}"]
+caller_id = "{TRUNK_CALLER_ID}"
 inbound_to = "201"
 """
 
@@ -114,27 +175,149 @@ def status_line(lines: list[str]) -> str:
     )
 
 
-async def run_world(
-    out: TextIO,
-    *,
-    workdir: Path | None = None,
-    duration: float | None = None,
-    on_ready: Callable[[SimPhone, AsteriskInstance, GatewayConfig], None] | None = None,
-) -> None:
-    """Bring the world up, print status changes, tear it down.
+class WorldPhone:
+    """The mobile: one :class:`PhoneSpec` seen by chan_mobile (the HFP
+    simulator, ``sim``) and by BlueZ (``air``), moved by one set of verbs."""
 
-    Runs until cancelled (Ctrl-C) or for ``duration`` seconds.
+    def __init__(self, sim: SimPhone, air: RemoteDevice | None) -> None:
+        self.sim = sim
+        self.air = air
 
-    Raises:
-        BtgwError: a part of the world could not start (the message says which).
+    def ring(self, number: str, name: str | None = None) -> None:
+        """A call arrives on the mobile from ``number``."""
+        self.sim.ring(number, name)
+
+    def send_sms(self, sender: str, text: str) -> int:
+        """An SMS arrives on the mobile."""
+        return self.sim.send_sms(sender, text)
+
+    def far_end_hangup(self) -> None:
+        """The other party on the mobile network hangs up."""
+        self.sim.far_end_hangup()
+
+    async def out_of_range(self) -> None:
+        """Walk away: BlueZ shows Connected false and pages time out; the
+        RFCOMM link drops and chan_mobile's reconnects fail."""
+        if self.air is not None:
+            self.air.out_of_range()
+        await self.sim.out_of_range()
+
+    async def back_in_range(self) -> None:
+        """Come back: BlueZ can page it and chan_mobile reconnects."""
+        if self.air is not None:
+            self.air.back_in_range()
+        await self.sim.back_in_range()
+
+    @property
+    def state(self) -> PhoneState:
+        return self.sim.state
+
+    @property
+    def commands(self) -> list[str]:
+        """Every AT command chan_mobile sent it, oldest first."""
+        return self.sim.commands
+
+
+class World:
+    """The whole bench.  ``async with World(workdir) as world:``.
+
+    Attributes once started: ``pbx`` (:class:`AsteriskInstance`), ``config``,
+    ``phone`` (:class:`WorldPhone`), ``pepe`` and ``maria``
+    (:class:`SipPhone`), ``trunk`` (:class:`Answerer` on 127.0.0.2),
+    ``bluez`` (:class:`BlueZSim` or None), ``apply_result``, ``events`` (every
+    AMI event since start) and ``startup_seconds``.
+
+    Start it from a thread that outlives it (Asterisk is started from a worker
+    thread of the running loop and dies with that thread).
     """
-    with contextlib.ExitStack() as stack:
-        base = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="btgw-sim-")))
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        options: WorldOptions | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.base = workdir
+        self.options = options or WorldOptions()
+        self._out = out
+        self._stack = contextlib.AsyncExitStack()
+        self.events: list[AmiMessage] = []
+        self._event_seen = asyncio.Event()
+        self.startup_seconds = 0.0
+        self.bluez: BlueZSim | None = None
+        self._ami: AmiConnection | None = None
+        self._pepe: SipPhone | None = None
+        self._maria: SipPhone | None = None
+        self._trunk: Answerer | None = None
+        self._phone: WorldPhone | None = None
+        self._pbx: AsteriskInstance | None = None
+        self._config: GatewayConfig | None = None
+        self.apply_result: ApplyResult | None = None
+
+    def _say(self, line: str) -> None:
+        if self._out is not None:
+            print(line, file=self._out, flush=True)
+
+    # --- parts -----------------------------------------------------------------
+
+    @property
+    def phone(self) -> WorldPhone:
+        return _started(self._phone, "phone")
+
+    @property
+    def pepe(self) -> SipPhone:
+        return _started(self._pepe, "pepe (SIP)")
+
+    @property
+    def maria(self) -> SipPhone:
+        return _started(self._maria, "maria (SIP)")
+
+    @property
+    def trunk(self) -> Answerer:
+        return _started(self._trunk, "trunk (SIP)")
+
+    @property
+    def pbx(self) -> AsteriskInstance:
+        return _started(self._pbx, "Asterisk")
+
+    @property
+    def config(self) -> GatewayConfig:
+        return _started(self._config, "config")
+
+    @property
+    def ami(self) -> AmiConnection:
+        return _started(self._ami, "AMI")
+
+    @property
+    def connect(self) -> AmiFactory:
+        """btgw's own AMI user (what apply and the daemon log in as)."""
+        return connector(self.config.asterisk.ami)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> World:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        started = time.monotonic()
+        stack = self._stack
+        opts = self.options
+        base = self.base
         sock_dir = base / "bt"
         sock_dir.mkdir(parents=True, exist_ok=True)
-        print(f"btgw sim: simulated world in {base}", file=out, flush=True)
-        root = await asyncio.to_thread(ensure_root)
-        shim = await asyncio.to_thread(build_shim, cache_dir())
+        self._say(f"btgw sim: simulated world in {base}")
+        root_job = asyncio.to_thread(ensure_root)
+        shim_job = asyncio.to_thread(build_shim, cache_dir())
+        root, shim = await asyncio.gather(root_job, shim_job)
         ami_secret = secrets.token_hex(16)
         pbx = AsteriskInstance(
             root,
@@ -150,10 +333,25 @@ async def run_world(
                 "chan_mobile.conf": "",
             },
         )
-        stack.callback(pbx.close)
+        stack.push_async_callback(asyncio.to_thread, pbx.close)
+        self._pbx = pbx
+        ports: PortBlock | None = None
+        if opts.sip:
+            ports = reserve_port_block()
+            stack.callback(ports.release)
+        trunk_port = ports.base + 32 if ports else 5060
         cfg_path = base / "btgw.toml"
-        cfg_path.write_text(world_config(pbx, ami_secret))
+        cfg_path.write_text(
+            world_config(
+                pbx,
+                ami_secret,
+                trunk_port=trunk_port,
+                config_port=opts.config_port,
+                interval=opts.interval,
+            )
+        )
         config = parse_config(cfg_path.read_text(), cfg_path)
+        self._config = config
         sources = Sources(cfg_path, base / "state.json")
         state = assign_adapters(config, State())
         # What an installer does once: btgw's AMI user exists before the first apply;
@@ -163,33 +361,252 @@ async def run_world(
             path = pbx.etc_dir / gen.name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(rendered[gen])
-        async with SimPhone(PHONE, sock_dir) as phone:
-            print(
-                f"btgw sim: phone mimovil ({PHONE.mac}) serving RFCOMM channel "
-                f"{PHONE.hfp_ag_channel}",
-                file=out,
-                flush=True,
-            )
-            await asyncio.to_thread(pbx.start)
-            print(
-                f"btgw sim: Asterisk {pbx.pid} up, AMI 127.0.0.1:{pbx.ami_port}, "
-                f"SIP 127.0.0.1:{pbx.sip_port}",
-                file=out,
-                flush=True,
-            )
-            connect = connector(config.asterisk.ami)
 
-            applier = Applier(config, state, sources, connect, base / "apply-journal.json")
-            result = await applier.apply()
-            print(
-                f"btgw sim: applied {len(result.written)} file(s), reloaded "
-                f"{', '.join(m.value for m in result.reloaded) or 'nothing'}",
-                file=out,
-                flush=True,
+        await self._start_phone(sock_dir)
+
+        if ports is not None:
+            await self._start_sip(config, ports.base, trunk_port)
+
+        # In a thread: the phone must answer chan_mobile while Asterisk boots.
+        await asyncio.to_thread(pbx.start)
+        self._say(
+            f"btgw sim: Asterisk {pbx.pid} up, AMI 127.0.0.1:{pbx.ami_port}, "
+            f"SIP 127.0.0.1:{pbx.sip_port}"
+        )
+        self._ami = await AmiConnection.open(
+            pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, events="on"
+        )
+        stack.push_async_callback(self._ami.close)
+        self._ami.on_event(self._on_event)
+        applier = Applier(config, state, sources, self.connect, base / "apply-journal.json")
+        result = await applier.apply()
+        self.apply_result = result
+        self._say(
+            f"btgw sim: applied {len(result.written)} file(s), reloaded "
+            f"{', '.join(m.value for m in result.reloaded) or 'nothing'}"
+        )
+        if self._pepe is not None and self._maria is not None:
+            await asyncio.gather(
+                self._pepe.register(pbx.sip_host, pbx.sip_port),
+                self._maria.register(pbx.sip_host, pbx.sip_port),
             )
+            self._say("btgw sim: SIP phones pepe (201) and maria (202) registered")
+        self.startup_seconds = time.monotonic() - started
+
+    async def _start_phone(self, sock_dir: Path) -> None:
+        stack = self._stack
+        air = Air([ADAPTER], [PHONE])
+        if self.options.bluez:
+            bus = PrivateBus(self.base / "dbus")
+            address = await asyncio.to_thread(bus.start)
+            stack.callback(bus.stop)
+            bluez = BlueZSim(
+                air, address, storage_root=self.base / "bluetooth", page_delay=0.01, link_idle=None
+            )
+            await bluez.start()
+            stack.push_async_callback(bluez.stop)
+            self.bluez = bluez
+        sim = SimPhone(PHONE, sock_dir, behaviour=PHONE_BEHAVIOUR)
+        await sim.start()
+        stack.push_async_callback(sim.stop)
+        self._phone = WorldPhone(sim, air.phone(PHONE.mac) if self.options.bluez else None)
+        self._say(
+            f"btgw sim: phone mimovil ({PHONE.mac}) serving RFCOMM channel {PHONE.hfp_ag_channel}"
+        )
+
+    async def _start_sip(self, config: GatewayConfig, base: int, trunk_port: int) -> None:
+        sipp_dir = self.base / "sipp"
+        ext = {e.name: e for e in config.extensions}
+        self._pepe = SipPhone(
+            "pepe",
+            ext["pepe"].password,
+            _endpoint("127.0.0.1", base, dial=True),
+            sipp_dir,
+            answer_after=PEPE_ANSWERS_AFTER,
+        )
+        self._maria = SipPhone(
+            "maria",
+            ext["maria"].password,
+            _endpoint("127.0.0.1", base + 16, dial=True),
+            sipp_dir,
+            answer_after=None,
+        )
+        self._trunk = Answerer(
+            "telnyx", _endpoint(TRUNK_IP, trunk_port), sipp_dir, answer_after=0.0
+        )
+        for party in (self._pepe, self._maria, self._trunk):
+            await party.start()
+            self._stack.push_async_callback(party.stop)
+
+    def _on_event(self, message: AmiMessage) -> None:
+        self.events.append(message)
+        self._event_seen.set()
+
+    # --- observing -------------------------------------------------------------
+
+    async def command(self, command: str) -> list[str]:
+        """A CLI command over AMI; its output lines."""
+        return await self.ami.command(command)
+
+    async def devices(self) -> list[MobileDevice]:
+        """``mobile show devices``, parsed."""
+        return parse_show_devices(await self.command("mobile show devices"))
+
+    async def device(self) -> MobileDevice:
+        found = [d for d in await self.devices() if d.id == "mimovil"]
+        if not found:
+            raise WorldError("chan_mobile lists no device mimovil", hint="see chan_mobile.conf")
+        return found[0]
+
+    async def wait_phone(
+        self,
+        *,
+        connected: bool = True,
+        state: MobileState | None = MobileState.FREE,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> MobileDevice:
+        """Wait until ``mobile show devices`` shows mimovil so.
+
+        Raises:
+            WorldError: not within ``timeout``; says what chan_mobile and the
+                phone last showed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            dev = await self.device()
+            if dev.connected == connected and (state is None or dev.state is state):
+                return dev
+            if loop.time() > deadline:
+                want = f"Connected {'Yes' if connected else 'No'}" + (
+                    f" / {state.value}" if state else ""
+                )
+                phone = self.phone.state
+                raise WorldError(
+                    f"waited {timeout:g} s for mimovil {want}; chan_mobile shows Connected "
+                    f"{'Yes' if dev.connected else 'No'} / {dev.state.value}; the phone saw "
+                    f"{phone.links} RFCOMM link(s) on channel {PHONE.hfp_ag_channel} "
+                    f"(config says {self.config.phones[0].port}), "
+                    f"last AT commands {self.phone.commands[-3:]}",
+                    hint=f"see {self.pbx.log_path}",
+                )
+            await asyncio.sleep(0.05)
+
+    def mark(self) -> int:
+        """A position in :attr:`events`; pass it as ``since``."""
+        return len(self.events)
+
+    def user_events(self, name: str, since: int = 0) -> list[AmiMessage]:
+        """The UserEvents called ``name`` from ``since`` on."""
+        return [
+            e for e in self.events[since:] if e.event == "UserEvent" and e.get("UserEvent") == name
+        ]
+
+    async def wait_user_event(
+        self, name: str, *, since: int = 0, timeout: float = 10.0, **headers: str
+    ) -> AmiMessage:
+        """The first UserEvent ``name`` (from ``since`` on) with these headers.
+
+        Raises:
+            WorldError: none in time; lists the UserEvents that did arrive.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for event in self.user_events(name, since):
+                if all(event.get(k) == v for k, v in headers.items()):
+                    return event
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                seen = [e.as_dict() for e in self.events[since:] if e.event == "UserEvent"]
+                raise WorldError(
+                    f"waited {timeout:g} s for UserEvent {name} {headers}; UserEvents seen: {seen}",
+                    hint=f"see {self.pbx.log_path}",
+                )
+            self._event_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self._event_seen.wait()
+
+    async def channels(self) -> list[str]:
+        """Names of the channels up now."""
+        lines = await self.command("core show channels concise")
+        return [line.split("!", 1)[0] for line in lines if "!" in line]
+
+    async def wait_no_channels(self, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while chans := await self.channels():
+            if loop.time() > deadline:
+                raise WorldError(f"channels still up after {timeout:g} s: {chans}", hint="")
+            await asyncio.sleep(0.05)
+
+    # --- between tests ---------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Back to the start: phone in range and idle, no calls, phones'
+        default answering; waits for mimovil Connected Yes / Free."""
+        phone = self.phone
+        if not phone.sim.state.in_range:
+            await phone.back_in_range()
+        phone.sim.set_dial_outcome(DialOutcome.ANSWER)
+        if await self.channels():
+            await self.ami.action("Hangup", {"Channel": "/.*/"}, check=False)
+        if phone.sim.state.link_up and phone.sim.state.call is not CallState.IDLE:
+            with contextlib.suppress(BtgwError):
+                phone.far_end_hangup()
+        await self.wait_no_channels()
+        if self._pepe is not None:
+            await self._pepe.set_answer_after(PEPE_ANSWERS_AFTER)
+        if self._maria is not None:
+            await self._maria.set_answer_after(None)
+        if self._trunk is not None:
+            await self._trunk.set_answer_after(0.0)
+        await self.wait_phone()
+        await phone.sim.wait_ready(CONNECT_TIMEOUT)
+
+
+def _started(part: T | None, name: str) -> T:
+    if part is None:
+        raise WorldError(f"the world has no {name} (not started, or left out)", hint="")
+    return part
+
+
+def _endpoint(ip: str, base: int, *, dial: bool = False) -> SipEndpoint:
+    # 16 ports per party.  SIPp binds its media port and media port + 2 (video)
+    # even when unused, so each SIPp process gets four.
+    return SipEndpoint(
+        ip=ip,
+        sip_port=base,
+        control_port=base + 1,
+        media_port=base + 4,
+        rtp_port=base + 8,
+        dial_ports=(base + 9, base + 10, base + 12) if dial else None,
+    )
+
+
+async def run_world(
+    out: TextIO,
+    *,
+    workdir: Path | None = None,
+    duration: float | None = None,
+    on_ready: Callable[[SimPhone, AsteriskInstance, GatewayConfig], None] | None = None,
+) -> None:
+    """Bring the world up, print status changes, tear it down.
+
+    Runs until cancelled (Ctrl-C) or for ``duration`` seconds.  The SIP phones
+    and trunk join when SIPp is installed.
+
+    Raises:
+        BtgwError: a part of the world could not start (the message says which).
+    """
+    with contextlib.ExitStack() as stack:
+        base = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="btgw-sim-")))
+        options = WorldOptions(sip=shutil.which("sipp") is not None)
+        async with World(base, options=options, out=out) as world:
             if on_ready is not None:
-                on_ready(phone, pbx, config)
-            await _watch(connect, out, duration)
+                on_ready(world.phone.sim, world.pbx, world.config)
+            await _watch(world.connect, out, duration)
 
 
 async def _watch(connect: AmiFactory, out: TextIO, duration: float | None) -> None:
