@@ -1,0 +1,216 @@
+"""The daemon's runtime snapshot, and what ``btgw status`` / ``btgw health`` make of it.
+
+The daemon writes ``status.json`` atomically on every change and at least
+every :data:`HEARTBEAT_S`; readers judge a heartbeat older than
+:data:`STALE_S` as "the daemon is down".  This module is on the path of
+``status`` and ``health``, which must answer in well under a second: it
+imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+STATUS_ENV: Final = "BTGW_STATUS"
+DEFAULT_STATUS_PATH: Final = Path("/run/btgw/status.json")
+SNAPSHOT_VERSION: Final = 1
+
+HEARTBEAT_S: Final = 5.0
+"""The daemon rewrites the snapshot at least this often, changed or not."""
+
+STALE_S: Final = 3 * HEARTBEAT_S
+"""Older than three missed heartbeats: the daemon is not running (or hung)."""
+
+OK, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
+HEALTH_NAMES: Final = {OK: "ok", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}
+
+
+def status_path(flag: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """``--status-file``, then ``$BTGW_STATUS``, then /run/btgw/status.json."""
+    if flag is not None:
+        return Path(flag)
+    value = (os.environ if env is None else env).get(STATUS_ENV)
+    return Path(value) if value else DEFAULT_STATUS_PATH
+
+
+def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
+    """Write atomically (temp file in the same directory, fsync, rename): a
+    reader never sees half a file.
+
+    Raises:
+        OSError: the directory cannot be created or written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(snapshot, indent=1, sort_keys=True).encode()
+    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class Reading:
+    """What a reader concludes from the snapshot file."""
+
+    def __init__(self, snapshot: dict[str, Any] | None, code: int, line: str) -> None:
+        self.snapshot = snapshot
+        self.code = code
+        self.line = line
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "health": HEALTH_NAMES[self.code],
+            "code": self.code,
+            "summary": self.line,
+            "daemon_running": self.snapshot is not None,
+        }
+
+
+def read(path: Path, now: float | None = None) -> Reading:
+    """Judge the daemon from its snapshot: running or not, and its health."""
+    now = time.time() if now is None else now
+    try:
+        snapshot = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Reading(None, DOWN, f"btgw is not running (no {path})")
+    except PermissionError:
+        return Reading(None, UNKNOWN, f"cannot read {path}: permission denied")
+    except (OSError, ValueError) as exc:
+        return Reading(None, UNKNOWN, f"cannot read {path}: {exc}")
+    if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
+        return Reading(None, UNKNOWN, f"{path} is not a btgw status snapshot")
+    age = now - float(snapshot.get("heartbeat", 0))
+    if age > STALE_S:
+        return Reading(
+            None,
+            DOWN,
+            f"btgw is not running (last heartbeat {age:.0f} s ago, pid {snapshot.get('pid')})",
+        )
+    code = int(snapshot.get("health_code", UNKNOWN))
+    if code not in HEALTH_NAMES:
+        code = UNKNOWN
+    return Reading(snapshot, code, str(snapshot.get("summary", "")))
+
+
+def health_line(reading: Reading) -> str:
+    """``OK: 1 phone(s) up`` and the like: one line for monitoring."""
+    return f"{HEALTH_NAMES[reading.code].upper()}: {reading.line}"
+
+
+def _yes(value: object) -> str:
+    if value is None:
+        return "?"
+    return "yes" if value else "no"
+
+
+PHONE_COLUMNS: Final = [
+    "name",
+    "address",
+    "group",
+    "connected",
+    "state",
+    "signal",
+    "battery",
+    "route",
+    "recovery",
+]
+
+
+def _registration(value: object) -> str:
+    if value is None:
+        return "off"
+    return "registered" if value else "not registered"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+
+
+def render_table(reading: Reading, now: float | None = None) -> str:
+    """The human ``btgw status`` output."""
+    snap = reading.snapshot
+    if snap is None:
+        return f"daemon: {reading.line}\n"
+    now = time.time() if now is None else now
+    up = now - float(snap.get("started", now))
+    out = [
+        f"daemon: running, pid {snap.get('pid')}, up {up:.0f} s, "
+        f"health {HEALTH_NAMES[reading.code]}: {reading.line}",
+        f"asterisk: {snap.get('ami', {}).get('state', '?')}"
+        + (f" ({snap['ami']['error']})" if snap.get("ami", {}).get("error") else ""),
+        f"bluez: {snap.get('bluez', {}).get('state', '?')}",
+        "",
+        "ADAPTERS",
+        *_table(
+            ["address", "hci", "powered", "prepared"],
+            [
+                [a["address"], a.get("hci", ""), _yes(a.get("powered")), _yes(a.get("prepared"))]
+                for a in snap.get("adapters") or []
+            ],
+        ),
+        "",
+        "PHONES",
+        *_table(
+            [
+                "name",
+                "address",
+                "group",
+                "connected",
+                "state",
+                "signal",
+                "battery",
+                "route",
+                "recovery",
+            ],
+            [
+                [
+                    p["name"],
+                    p.get("address", ""),
+                    str(p.get("group", "")),
+                    _yes(p.get("connected")),
+                    p.get("state") or "?",
+                    "?" if p.get("signal") is None else str(p["signal"]),
+                    "?" if p.get("battery") is None else str(p["battery"]),
+                    p.get("route") or "?",
+                    p.get("recovery") or "none",
+                ]
+                for p in snap.get("phones") or []
+            ],
+        ),
+        "",
+        "TRUNKS",
+        *_table(
+            ["name", "registration"],
+            [
+                [
+                    t["name"],
+                    "registered"
+                    if t.get("registered")
+                    else ("off" if t.get("registered") is None else "no"),
+                ]
+                for t in snap.get("trunks") or []
+            ],
+        ),
+    ]
+    waiting = snap.get("waiting_for_call") or []
+    if waiting:
+        out += ["", f"waiting for calls to end: {', '.join(waiting)}"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,561 @@
+"""The reconcile loop: observe BlueZ and AMI, :func:`decide`, act, report.
+
+Wiring only; every decision is in :mod:`btgw.daemon.reconcile`.  The effects
+sit behind :class:`Effects` so tests swap them; :class:`LiveEffects` is the
+real one (BlueZ over D-Bus, HCI, USB reset, AMI).  Background tasks are kept in
+a set and cancelled on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from btgw.bluez.client import (
+    BlueZAppeared,
+    BlueZClient,
+    BlueZEvent,
+    BlueZState,
+    BlueZVanished,
+    BusDisconnected,
+)
+from btgw.config import GatewayConfig
+from btgw.daemon.ami_watch import AmiWatcher
+from btgw.daemon.events import Event, fields
+from btgw.daemon.reconcile import (
+    Action,
+    AdapterSeen,
+    Health,
+    Observed,
+    PhoneSeen,
+    PrepareAdapter,
+    PublishRoute,
+    RebindChanMobile,
+    Recover,
+    ReportHealth,
+    RouteValue,
+    SetTrack,
+    Step,
+    Track,
+    TrustPhone,
+    decide,
+    next_delay,
+    phone_up,
+)
+from btgw.daemon.status import HEARTBEAT_S, write_snapshot
+from btgw.daemon.systemd import Notifier
+from btgw.errors import BtgwError
+from btgw.state import State
+
+log = logging.getLogger(__name__)
+
+POWER_CYCLE_PAUSE_S: Final = 1.0
+"""Between Powered=false and true: bluetoothd needs a moment to tear down
+the controller's links before it powers up again."""
+
+BLUEZ_RETRY_CAP_S: Final = 30.0
+"""Longest pause between attempts to reach the system bus / BlueZ."""
+
+
+class Outcome(enum.Enum):
+    """What an effect achieved."""
+
+    DONE = "done"
+    DEFERRED = "deferred"  # a call is up: it waits
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to act on (no adapter known, no USB device...)
+
+
+class Effects(Protocol):
+    """What the supervisor does to the world; tests inject their own."""
+
+    async def publish(self, key: str, value: str) -> None: ...
+    async def prepare_adapter(self, address: str, hci: str) -> None: ...
+    async def trust_phone(self, address: str, unblock: bool) -> None: ...
+    async def recover(self, phone: str, step: Step, adapter: str | None) -> Outcome: ...
+    async def rebind(self) -> None: ...
+
+
+class LiveEffects:
+    """The real effects: AMI through the watcher, BlueZ through its client."""
+
+    def __init__(self, watcher: AmiWatcher, bluez: Callable[[], BlueZClient | None]) -> None:
+        self._watcher = watcher
+        self._bluez = bluez
+
+    def _client(self) -> BlueZClient:
+        client = self._bluez()
+        if client is None:
+            from btgw.bluez.errors import BlueZNotRunningError  # noqa: PLC0415
+
+            raise BlueZNotRunningError("BlueZ is not reachable", "start bluetoothd")
+        return client
+
+    async def publish(self, key: str, value: str) -> None:
+        await self._watcher.publish(key, value)
+
+    async def prepare_adapter(self, address: str, hci: str) -> None:
+        from btgw.bluez import hci as hcimod  # noqa: PLC0415 - needs AF_BLUETOOTH
+
+        client = self._client()
+        adapter = client.adapter(address)
+        if adapter is not None and not adapter.powered:
+            await client.set_powered(address, True)
+        index = hcimod.hci_index(hci)
+        await hcimod.async_ensure_voice_setting(index)
+        await hcimod.async_write_class_of_device(index)
+
+    async def trust_phone(self, address: str, unblock: bool) -> None:
+        client = self._client()
+        if unblock:
+            await client.set_blocked(address, False)
+        await client.set_trusted(address, True)
+
+    async def recover(self, phone: str, step: Step, adapter: str | None) -> Outcome:
+        if await self._watcher.mobile_calls_up():
+            return Outcome.DEFERRED
+        if step in (Step.WAIT_CHAN_MOBILE_RETRY, Step.GAVE_UP):
+            return Outcome.DONE  # chan_mobile retries on its own; giving up is a report
+        if step is Step.REBIND_CHAN_MOBILE:
+            await self._watcher.rebind_chan_mobile()
+            return Outcome.DONE
+        if adapter is None:
+            return Outcome.SKIPPED
+        client = self._client()
+        view = client.adapter(adapter)
+        if view is None:
+            return Outcome.SKIPPED
+        if step is Step.POWER_CYCLE_ADAPTER:
+            await client.set_powered(adapter, False)
+            await asyncio.sleep(POWER_CYCLE_PAUSE_S)
+            await client.set_powered(adapter, True)
+            return Outcome.DONE
+        from btgw.bluez.sysfs import adapter_info, async_usb_reset  # noqa: PLC0415
+
+        info = await asyncio.to_thread(adapter_info, view.hci)
+        if info.usb is None:
+            return Outcome.SKIPPED
+        await async_usb_reset(info.usb)
+        return Outcome.DONE
+
+    async def rebind(self) -> None:
+        await self._watcher.rebind_chan_mobile()
+
+
+class Supervisor:
+    """Runs the reconcile loop until :meth:`stop`.
+
+    ``bluez`` is a started client, or None to run without BlueZ (then the
+    daemon reports it and acts on AMI alone); ``connect_bluez`` (optional)
+    builds and starts a client, retried with backoff while BlueZ or the
+    system bus is unreachable.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        state: State,
+        watcher: AmiWatcher,
+        effects: Effects,
+        *,
+        notifier: Notifier | None = None,
+        status_path: Path | None = None,
+        connect_bluez: Callable[[], Coroutine[Any, Any, BlueZClient]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        heartbeat: float = HEARTBEAT_S,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.watcher = watcher
+        self.effects = effects
+        self.notifier = notifier or Notifier(env={})
+        self.status_path = status_path
+        self._connect_bluez = connect_bluez
+        self._clock = clock
+        self._wall = wall
+        self._rng = rng
+        self._heartbeat = heartbeat
+        self.bluez: BlueZClient | None = None
+        self._bluez_tried = connect_bluez is None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tracks: dict[str, Track] = {}
+        self.prepared: set[str] = set()
+        self.seen_adapters: set[str] = set()
+        self._known_gone: set[str] = set()  # adapters seen, then gone
+        self.rebind_wanted = False
+        self.ready = False
+        self.health: ReportHealth | None = None
+        self.last_decision: float | None = None
+        self.started = wall()
+        self.route_flips: list[tuple[float, str, str]] = []  # (clock, key, value)
+        self._last_snapshot: dict[str, Any] | None = None
+        self._last_write = 0.0
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- wiring --------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something changed: decide again soon (safe from any callback)."""
+        self._wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("daemon: task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _on_bluez(self, event: BlueZEvent) -> None:
+        if isinstance(event, BusDisconnected):
+            log.warning("BlueZ: system bus connection lost (%s); reconnecting", event.error)
+            self._spawn(self._bluez_loop(), "bluez-connect")
+        elif isinstance(event, BlueZVanished):
+            log.warning("BlueZ: bluetoothd left the bus; waiting for it")
+            self.prepared.clear()
+        elif isinstance(event, BlueZAppeared) and event.restarted:
+            log.info("BlueZ: bluetoothd is back; preparing adapters again")
+            self.prepared.clear()
+        self.wake()
+
+    async def _bluez_loop(self) -> None:
+        """Reach BlueZ, retrying with backoff; never falls back to anything else."""
+        if self._connect_bluez is None:
+            return
+        old, self.bluez = self.bluez, None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        attempt = 0
+        while True:
+            try:
+                client = await self._connect_bluez()
+            except BtgwError as exc:
+                level = logging.WARNING if attempt == 0 else logging.DEBUG
+                log.log(level, "BlueZ: %s (%s); retrying", exc.message, exc.hint)
+                self._bluez_tried = True
+                self.wake()
+                await asyncio.sleep(next_delay(attempt, BLUEZ_RETRY_CAP_S, self._rng))
+                attempt += 1
+                continue
+            self.bluez = client
+            self._unsubscribe = client.subscribe(self._on_bluez)
+            self._bluez_tried = True
+            self.wake()
+            return
+
+    # -- observing -----------------------------------------------------------
+
+    def _observe_bluez(self) -> tuple[tuple[AdapterSeen, ...] | None, dict[str, PhoneSeen]]:
+        client = self.bluez
+        if client is None or client.state is not BlueZState.RUNNING:
+            return None, {}
+        adapters = tuple(
+            AdapterSeen(a.address.upper(), a.hci, a.powered) for a in client.adapters()
+        )
+        present = {a.address for a in adapters}
+        for gone in self.seen_adapters - present:
+            self.prepared.discard(gone)
+        for back in present - self.seen_adapters:
+            if back in self._known_gone:
+                log.info(
+                    "adapter %s: back; chan_mobile will be rebound when idle",
+                    back,
+                    extra=fields(Event.ADAPTER_PREPARED, BTGW_ADAPTER=back),
+                )
+                self.rebind_wanted = True
+        self._known_gone |= self.seen_adapters - present
+        self._known_gone -= present
+        self.seen_adapters = present
+        wanted = {p.address.upper() for p in self.config.phones}
+        phones = {
+            d.address.upper(): PhoneSeen(
+                d.address.upper(), d.paired, d.trusted, d.blocked, d.connected
+            )
+            for d in client.devices()
+            if d.address.upper() in wanted
+        }
+        return adapters, phones
+
+    def observe(self) -> Observed:
+        adapters, phones = self._observe_bluez()
+        w = self.watcher
+        return Observed(
+            ami_connected=w.connected,
+            mobile=w.mobile,
+            calls_up=w.calls_up,
+            adapters=adapters,
+            phones=phones,
+            trunks=dict(w.trunks),
+            published=dict(w.published),
+            tracks=dict(self.tracks),
+            prepared=frozenset(self.prepared),
+            rebind_wanted=self.rebind_wanted,
+            chan_mobile_interval=float(self.config.bluetooth.interval),
+        )
+
+    def _complete(self) -> bool:
+        """The first observation is complete: AMI tried (and read if up), BlueZ tried."""
+        w = self.watcher
+        ami_done = (
+            (w.connected and w.mobile is not None)
+            or w.failures > 0
+            or (w.connected and w.last_error is None and w.connected_at is not None)
+        )
+        return ami_done and self._bluez_tried
+
+    # -- acting --------------------------------------------------------------
+
+    async def step(self) -> list[Action]:
+        """Observe, decide and act once."""
+        observed = self.observe()
+        now = self._clock()
+        actions = decide(self.config, self.state, observed, now, rng=self._rng)
+        self.last_decision = now
+        deferred: set[str] = set()
+        for action in actions:
+            await self._act(action, deferred)
+        return actions
+
+    async def _act(self, action: Action, deferred: set[str]) -> None:
+        try:
+            if isinstance(action, PublishRoute):
+                await self._publish(action)
+            elif isinstance(action, PrepareAdapter):
+                await self.effects.prepare_adapter(action.address, action.hci)
+                self.prepared.add(action.address.upper())
+                log.info(
+                    "adapter %s (%s): prepared",
+                    action.address,
+                    action.hci,
+                    extra=fields(Event.ADAPTER_PREPARED, BTGW_ADAPTER=action.address),
+                )
+            elif isinstance(action, TrustPhone):
+                await self.effects.trust_phone(action.address, action.unblock)
+                log.info(
+                    "phone %s: trusted%s", action.phone, " and unblocked" if action.unblock else ""
+                )
+            elif isinstance(action, Recover):
+                await self._recover(action, deferred)
+            elif isinstance(action, SetTrack):
+                if action.phone not in deferred:
+                    self.tracks[action.phone] = action.track
+            elif isinstance(action, RebindChanMobile):
+                await self.effects.rebind()
+                self.rebind_wanted = False
+                log.info("chan_mobile: rebound to the adapters present now")
+            else:
+                self._report(action)
+        except (BtgwError, TimeoutError, OSError) as exc:
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            log.warning("daemon: %s failed: %s", type(action).__name__, message)
+            if isinstance(action, PrepareAdapter):
+                # Do not retry in a tight loop: count it prepared until it reappears.
+                self.prepared.add(action.address.upper())
+
+    async def _publish(self, action: PublishRoute) -> None:
+        await self.effects.publish(action.key, action.value.value)
+        self.route_flips.append((self._clock(), action.key, action.value.value))
+        if action.group is not None:
+            event = Event.FAILOVER_OFF if action.value is RouteValue.UP else Event.FAILOVER_ON
+            log.log(
+                logging.INFO if action.value is RouteValue.UP else logging.WARNING,
+                "group g%d: route %s%s",
+                action.group,
+                action.value.value,
+                "" if action.value is RouteValue.UP else " (outbound calls go to the trunk)",
+                extra=fields(event, BTGW_GROUP=str(action.group)),
+            )
+        elif action.phone is not None:
+            event = Event.PHONE_BACK if action.value is RouteValue.UP else Event.PHONE_LOST
+            log.log(
+                logging.INFO if action.value is RouteValue.UP else logging.WARNING,
+                "phone %s: %s",
+                action.phone,
+                "connected" if action.value is RouteValue.UP else "lost",
+                extra=fields(event, BTGW_PHONE=action.phone),
+            )
+
+    async def _recover(self, action: Recover, deferred: set[str]) -> None:
+        if action.step is Step.GAVE_UP:
+            log.error(
+                "phone %s: gave up after %d recovery steps; it needs a person "
+                "(is it on, in range, paired, with Bluetooth on?). Still watching.",
+                action.phone,
+                action.attempt,
+                extra=fields(Event.RECOVERY_GAVE_UP, BTGW_PHONE=action.phone),
+            )
+            return
+        outcome = await self.effects.recover(action.phone, action.step, action.adapter)
+        if outcome is Outcome.DEFERRED:
+            deferred.add(action.phone)  # keep the rung: it runs after the call
+            self.watcher.calls_up = max(self.watcher.calls_up, 1)
+        log.warning(
+            "phone %s: recovery step %s (attempt %d): %s",
+            action.phone,
+            action.step.value,
+            action.attempt + 1,
+            outcome.value,
+            extra=fields(
+                Event.RECOVERY_STEP,
+                BTGW_PHONE=action.phone,
+                BTGW_STEP=action.step.value,
+                BTGW_OUTCOME=outcome.value,
+                **({"BTGW_ADAPTER": action.adapter} if action.adapter else {}),
+            ),
+        )
+
+    def _report(self, report: ReportHealth) -> None:
+        self.health = report
+        if not self.ready and self._complete():
+            self.ready = True
+            self.notifier.ready(report.summary)
+            log.info("daemon: ready: %s", report.summary)
+        elif self.ready:
+            self.notifier.status(report.summary)
+
+    # -- status snapshot -----------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        w = self.watcher
+        report = self.health or ReportHealth(Health.UNKNOWN, "starting")
+        rows = w.mobile or ()
+        phones = []
+        for p in self.config.phones:
+            row = next((r for r in rows if r.id == p.name[:15]), None)
+            track = self.tracks.get(p.name, Track())
+            phones.append(
+                {
+                    "name": p.name,
+                    "address": p.address,
+                    "group": p.group,
+                    "connected": None if w.mobile is None else bool(row and row.connected),
+                    "state": row.state.value if row else None,
+                    "signal": None,  # chan_mobile does not report it over AMI
+                    "battery": None,
+                    "route": w.published.get(f"route/phone/{p.name}"),
+                    "up": phone_up(row),
+                    "recovery": track.step.value,
+                    "recovery_attempt": track.attempt,
+                }
+            )
+        client = self.bluez
+        adapters = []
+        if client is not None and client.state is BlueZState.RUNNING:
+            adapters = [
+                {
+                    "address": a.address,
+                    "hci": a.hci,
+                    "powered": a.powered,
+                    "prepared": a.address.upper() in self.prepared,
+                }
+                for a in client.adapters()
+            ]
+        return {
+            "version": 1,
+            "pid": os.getpid(),
+            "started": self.started,
+            "ready": self.ready,
+            "health": report.health.name.lower(),
+            "health_code": int(report.health),
+            "summary": report.summary,
+            "waiting_for_call": list(report.waiting_for_call),
+            "ami": {
+                "state": w.link.value,
+                "error": w.last_error.message if w.last_error else None,
+                "boots_seen": w.boots,
+            },
+            "bluez": {"state": client.state.value if client else "unreachable"},
+            "adapters": adapters,
+            "phones": phones,
+            "trunks": [
+                {"name": t.name, "registered": w.trunks.get(t.name) if t.registration else None}
+                for t in self.config.trunks
+            ],
+            "routes": dict(w.published),
+        }
+
+    def write_status(self, *, force: bool = False) -> None:
+        if self.status_path is None:
+            return
+        snap = self.snapshot()
+        now = self._wall()
+        if not force and snap == self._last_snapshot and now - self._last_write < self._heartbeat:
+            return
+        self._last_snapshot = snap
+        self._last_write = now
+        try:
+            write_snapshot(self.status_path, {**snap, "heartbeat": now})
+        except OSError as exc:
+            log.warning("daemon: cannot write %s: %s", self.status_path, exc)
+
+    # -- running -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; cleans up everything it started."""
+        self.watcher.start()
+        if self._connect_bluez is not None:
+            self._spawn(self._bluez_loop(), "bluez-connect")
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                await self.step()
+                self.write_status()
+                timeout = self._next_wake()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            await self._shutdown()
+
+    def _next_wake(self) -> float:
+        now = self._clock()
+        due = [t.next_at - now for t in self.tracks.values() if t.next_at is not None]
+        return max(0.05, min([self._heartbeat, *due]))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.watcher.stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.bluez is not None and self._connect_bluez is not None:
+            with contextlib.suppress(Exception):
+                await self.bluez.close()
+        if self.status_path is not None:
+            with contextlib.suppress(OSError):
+                self.status_path.unlink()
+        self.notifier.close()
+
+
+def flip_delay(
+    flips: list[tuple[float, str, str]], key: str, value: str, since: float
+) -> float | None:
+    """Seconds from ``since`` to the first publish of ``key=value`` after it."""
+    for at, k, v in flips:
+        if k == key and v == value and at >= since:
+            return at - since
+    return None
