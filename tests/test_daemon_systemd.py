@@ -139,6 +139,7 @@ def test_terminal_lines_are_readable(tmp_path) -> None:
         )
     finally:
         logging.getLogger("btgw").removeHandler(handler)
+        logging.getLogger("btgw").propagate = True
     assert out.getvalue().rstrip().endswith("INFO    phone mimovil: back [PHONE_BACK]")
 
 

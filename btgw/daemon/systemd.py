@@ -267,4 +267,5 @@ def setup_logging(
         root.removeHandler(old)
     handler.set_name(HANDLER_NAME)  # ours, replaced on a second setup
     root.addHandler(handler)
+    root.propagate = False  # the CLI's basicConfig would print every line twice
     return handler
