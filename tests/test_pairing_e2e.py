@@ -128,37 +128,40 @@ async def test_pair_from_scan_to_connected_and_free(
     try:
         async with SimPhone(PHONE, sock_dir, behaviour=PhoneBehaviour()) as phone:
             await asyncio.to_thread(pbx.start)
-            async with sim, BlueZClient(bus_address=private_bus.address) as client:
-                async with PairingAgent(client) as agent:
+            async with (
+                sim,
+                BlueZClient(bus_address=private_bus.address) as client,
+                PairingAgent(client) as agent,
+            ):
 
-                    async def find_channel(adapter_mac: str, phone_mac: str) -> int | None:
-                        return await async_find_hfp_ag_channel(storage, adapter_mac, phone_mac)
+                async def find_channel(adapter_mac: str, phone_mac: str) -> int | None:
+                    return await async_find_hfp_ag_channel(storage, adapter_mac, phone_mac)
 
-                    def applier(c: GatewayConfig, s: State) -> Applier:
-                        return Applier(
-                            c, s, sources, connector(c.asterisk.ami), tmp_path / "journal.json"
-                        )
-
-                    pairing = Pairing(
-                        client,
-                        agent,
-                        config_path=cfg_path,
-                        state_path=state_path,
-                        find_channel=find_channel,
-                        applier_factory=applier,
-                        io=person,
+                def applier(c: GatewayConfig, s: State) -> Applier:
+                    return Applier(
+                        c, s, sources, connector(c.asterisk.ami), tmp_path / "journal.json"
                     )
-                    started = time.monotonic()
-                    result = await pairing.pair(scan_timeout=1.0)
-                    paired_after = time.monotonic() - started
-                    await phone.wait_ready(timeout=15)
-                    while True:
-                        rows = await devices(config)
-                        if rows and rows[0].usable:
-                            break
-                        assert time.monotonic() - started < 30, rows
-                        await asyncio.sleep(0.1)
-                    total = time.monotonic() - started
+
+                pairing = Pairing(
+                    client,
+                    agent,
+                    config_path=cfg_path,
+                    state_path=state_path,
+                    find_channel=find_channel,
+                    applier_factory=applier,
+                    io=person,
+                )
+                started = time.monotonic()
+                result = await pairing.pair(scan_timeout=1.0)
+                paired_after = time.monotonic() - started
+                await phone.wait_ready(timeout=15)
+                while True:
+                    rows = await devices(config)
+                    if rows and rows[0].usable:
+                        break
+                    assert time.monotonic() - started < 30, rows
+                    await asyncio.sleep(0.1)
+                total = time.monotonic() - started
     finally:
         await asyncio.to_thread(pbx.close)
 
