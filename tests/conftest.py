@@ -143,3 +143,58 @@ async def pairing_agent(
     """btgw's agent, registered as default agent with the simulated bluetoothd."""
     async with _BluezPairingAgent(bluez_client) as agent:
         yield agent
+
+
+# ---------------------------------------------------------------------------
+# The whole bench (btgw.sim.world; owner: bench / e2e tests).
+# One World per test module: Asterisk with btgw's files, the phone on the
+# shim, BlueZ simulator, SIPp pepe/maria and the trunk.  Tests that use it
+# take ``world`` (reset to phone-in-range, idle, Free before each test) and
+# run in the module's event loop: mark the module with
+# ``pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]``.
+# ---------------------------------------------------------------------------
+import os as _world_os  # noqa: E402
+import shutil as _world_shutil  # noqa: E402
+import time as _world_time  # noqa: E402
+
+import pytest_asyncio as _world_pytest_asyncio  # noqa: E402
+
+from btgw.sim.world import World as _BenchWorld  # noqa: E402
+
+WORLD_TIMINGS: dict[str, float] = {}
+"""Measured bench times (world start-up per module), printed at the end."""
+
+
+@_world_pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bench_world(
+    asterisk_root: _BluezPath,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> _bluez_abc.AsyncIterator[_BenchWorld]:
+    """The module's World, started once (needs root and SIPp)."""
+    if _world_os.geteuid() != 0:
+        pytest.skip("the bench's Asterisk needs root (chroot, mounts)")
+    if _world_shutil.which("sipp") is None:
+        pytest.skip("SIPp is not installed (apt-get install sip-tester)")
+    workdir = tmp_path_factory.mktemp("world")
+    async with _BenchWorld(workdir) as world:
+        await world.wait_phone()
+        WORLD_TIMINGS[f"world start-up ({request.module.__name__})"] = world.startup_seconds
+        yield world
+
+
+@_world_pytest_asyncio.fixture(loop_scope="module")
+async def world(bench_world: _BenchWorld) -> _BenchWorld:
+    """The module's World, reset: phone in range, idle and Free, no calls."""
+    started = _world_time.monotonic()
+    await bench_world.reset()
+    WORLD_TIMINGS["last reset"] = _world_time.monotonic() - started
+    return bench_world
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the bench's measured start-up times (see ``WORLD_TIMINGS``)."""
+    if WORLD_TIMINGS:
+        terminalreporter.write_sep("-", "bench timings")
+        for name, seconds in WORLD_TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {seconds:.2f} s")

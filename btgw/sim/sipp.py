@@ -179,7 +179,8 @@ def parse_message(chunk: str) -> SipMessage | None:
     if (
         length is not None
         and length.isdigit()
-        and len(body.rstrip("\n").encode()) + 2 < int(length)
+        # Lines end in CR LF on the wire and LF here: count each LF as two bytes.
+        and len(body.encode()) + body.count("\n") < int(length)
     ):
         return None  # torn read: the body is not all there yet
     return message

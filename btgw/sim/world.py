@@ -125,17 +125,21 @@ port = {port}
 bind = "127.0.0.1"
 port = {pbx.sip_port}
 
+# nat = false: the bench's SIPp phones register from one port and answer on
+# another, so Asterisk must keep the Contact they give (no rewrite_contact).
 [[extensions]]
 name = "pepe"
 number = "201"
 display_name = "Pepe"
 secret = "pepe-{word}"
+nat = false
 
 [[extensions]]
 name = "maria"
 number = "202"
 display_name = "María"
 secret = "maria-{word}"
+nat = false
 
 [[announcements]]
 number = "100"

@@ -1,0 +1,186 @@
+"""End to end on the rendered config: real Asterisk with btgw's files, the
+simulated phone behind the real chan_mobile, SIPp phones and trunk.  Every
+test asserts what the far side really received (the phone's AT commands and
+SCO audio, the SIP INVITEs and RTP, the AMI events).
+
+One World per module (``bench_world`` in conftest.py); ``world`` resets it
+before each test: phone in range, idle and Free, no calls.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from btgw.asterisk.mobile import MobileState
+from btgw.sim.hfp import CallState
+from btgw.sim.sipp import SippError
+from btgw.sim.world import TRUNK_CALLER_ID, World
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]
+
+CALLER = "+34600111222"
+DIALLED = "9600111222"
+NUMBER = "600111222"  # what the mobile and the trunk must see: the 9 stripped
+AUDIO_FRAMES = 100  # 0.3 s of SCO each way
+RTP_PACKETS = 15  # 0.3 s of 20 ms RTP
+
+
+async def assert_audio_both_ways(world: World, sip_rtp_before: int, *, party: str = "pepe") -> None:
+    """SCO frames flow phone <-> Asterisk (tone from the SIP side reaches the
+    phone as non-silence) and the phone's tone reaches the SIP side as RTP."""
+    phone = world.phone.sim
+    before = phone.audio
+    await phone.wait_audio(
+        rx_frames=before.rx_frames + AUDIO_FRAMES, tx_frames=before.tx_frames + AUDIO_FRAMES
+    )
+    sip = world.pepe if party == "pepe" else world.maria
+    await sip.wait_rtp(sip_rtp_before + RTP_PACKETS)
+    assert phone.audio.rx_nonsilent_frames > before.rx_nonsilent_frames, phone.audio
+
+
+async def test_phone_reaches_connected_free(world: World) -> None:
+    device = await world.wait_phone()
+    assert (device.connected, device.state) == (True, MobileState.FREE)
+    assert device.address == "A4:C3:F0:85:AC:2D"
+    # The phone really did chan_mobile's HFP handshake.
+    assert "AT+BRSF=4" in world.phone.commands
+    assert "AT+CNMI=2,1,0,0,0" in world.phone.commands
+
+
+async def test_incoming_call_rings_both_one_answers_audio_both_ways(world: World) -> None:
+    pepe_mark, maria_mark = world.pepe.mark(), world.maria.mark()
+    rtp_before = world.pepe.rtp.stats.rx_loud_packets
+    world.phone.ring(CALLER, "Ana")
+    to_pepe = await world.pepe.wait_invite(caller=CALLER, since=pepe_mark)
+    to_maria = await world.maria.wait_invite(caller=CALLER, since=maria_mark)
+    assert to_pepe.from_user == to_maria.from_user == CALLER
+    await world.pepe.wait_answered(since=pepe_mark)
+    await world.phone.sim.wait_call(CallState.ACTIVE)
+    # maria stops ringing when pepe answers.
+    cancel = await world.maria.wait_bye(since=maria_mark)
+    assert cancel.method == "CANCEL"
+    await assert_audio_both_ways(world, rtp_before)
+    world.phone.far_end_hangup()
+    await world.pepe.wait_bye(since=pepe_mark)
+
+
+async def test_dial_out_through_the_mobile(world: World) -> None:
+    since = len(world.phone.commands)
+    trunk_mark = world.trunk.mark()
+    rtp_before = world.pepe.rtp.stats.rx_loud_packets
+    call = await world.pepe.dial(DIALLED)
+    try:
+        assert await world.phone.sim.wait_command(rf"ATD{NUMBER};", since=since)
+        await call.wait_answered()
+        await world.phone.sim.wait_call(CallState.ACTIVE)
+        await assert_audio_both_ways(world, rtp_before)
+        world.phone.far_end_hangup()
+        assert await call.wait_ended() == 0
+    finally:
+        await call.close()
+    assert world.trunk.invites(trunk_mark) == []
+
+
+async def test_busy_phone_sends_the_second_call_to_the_trunk(world: World) -> None:
+    first = await world.pepe.dial(DIALLED)
+    try:
+        await first.wait_answered()
+        await world.wait_phone(state=MobileState.BUSY)
+        trunk_mark, events = world.trunk.mark(), world.mark()
+        second = await world.maria.dial("9600333444", hold=0.3)
+        try:
+            invite = await world.trunk.wait_invite(
+                "600333444", caller=TRUNK_CALLER_ID, since=trunk_mark
+            )
+            assert invite.pai_user == TRUNK_CALLER_ID, invite
+            await second.wait_answered()
+            assert await second.wait_ended() == 0
+        finally:
+            await second.close()
+        attempt = await world.wait_user_event("BtgwMobileAttempt", since=events, Number="600333444")
+        assert attempt.get("DialStatus") == "CHANUNAVAIL"
+        world.phone.far_end_hangup()
+        await first.wait_ended()
+    finally:
+        await first.close()
+
+
+SMS_TEXT = "Nos vemos en Madrid: a las 9, vale?"
+
+
+async def test_sms_runs_the_sms_extension_visible_over_ami(world: World) -> None:
+    since = world.mark()
+    world.phone.send_sms("+34600555666", SMS_TEXT)
+    event = await world.wait_user_event("BtgwSms", since=since)
+    assert event.get("Phone") == "mimovil"
+    assert event.get("From") == "+34600555666"
+    # Base64 keeps the text's commas and colons from splitting the event.
+    assert base64.b64decode(event.get("TextBase64"), validate=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="render/dialplan.py's ${REPLACE(SMSTXT,\\r\\n)} reaches REPLACE as the letters "
+    "'r' and 'n': on Asterisk 22.10.1 it deletes every r and n from the text and keeps "
+    "chan_mobile's CR LF ('Nos vemos e Madid: a las 9, vale?\\r\\n')",
+)
+async def test_sms_text_reaches_ami_whole_without_cr_lf(world: World) -> None:
+    since = world.mark()
+    world.phone.send_sms("+34600555666", SMS_TEXT)
+    event = await world.wait_user_event("BtgwSms", since=since)
+    decoded = base64.b64decode(event.get("TextBase64")).decode()
+    assert decoded == SMS_TEXT, f"the far side (AMI) got {decoded!r}"
+
+
+async def test_out_of_range_dial_reaches_the_trunk_with_e164_caller_id(world: World) -> None:
+    await world.phone.out_of_range()
+    await world.wait_phone(connected=False, state=None)
+    trunk_mark, events = world.trunk.mark(), world.mark()
+    call = await world.pepe.dial(DIALLED, hold=0.3)
+    try:
+        invite = await world.trunk.wait_invite(NUMBER, caller=TRUNK_CALLER_ID, since=trunk_mark)
+        assert invite.pai_user == TRUNK_CALLER_ID, invite
+        await call.wait_answered()
+        assert await call.wait_ended() == 0
+    finally:
+        await call.close()
+    attempt = await world.wait_user_event("BtgwMobileAttempt", since=events, Number=NUMBER)
+    assert attempt.get("DialStatus") == "CHANUNAVAIL"
+
+
+async def test_a_wrong_expectation_names_what_the_trunk_received(world: World) -> None:
+    await world.phone.out_of_range()
+    await world.wait_phone(connected=False, state=None)
+    trunk_mark = world.trunk.mark()
+    call = await world.pepe.dial(DIALLED, hold=0.3)
+    try:
+        await world.trunk.wait_invite(NUMBER, since=trunk_mark)
+        with pytest.raises(SippError) as failure:
+            await world.trunk.wait_invite("699999999", since=trunk_mark, timeout=0.5)
+        message = str(failure.value)
+        assert "an INVITE for 699999999" in message
+        assert f"INVITE sip:{NUMBER}@" in message  # what did arrive
+        assert TRUNK_CALLER_ID in message
+        await call.wait_ended()
+    finally:
+        await call.close()
+
+
+async def test_back_in_range_calls_go_through_the_mobile_again(world: World) -> None:
+    await world.phone.out_of_range()
+    await world.wait_phone(connected=False, state=None)
+    await world.phone.back_in_range()
+    await world.wait_phone()
+    since = len(world.phone.commands)
+    trunk_mark = world.trunk.mark()
+    call = await world.pepe.dial(DIALLED)
+    try:
+        await world.phone.sim.wait_command(rf"ATD{NUMBER};", since=since)
+        await call.wait_answered()
+        world.phone.far_end_hangup()
+        await call.wait_ended()
+    finally:
+        await call.close()
+    assert world.trunk.invites(trunk_mark) == []
