@@ -66,6 +66,21 @@ async def test_incoming_call_rings_both_one_answers_audio_both_ways(world: World
     await world.pepe.wait_bye(since=pepe_mark)
 
 
+async def test_incoming_call_to_a_silent_sip_phone_still_gets_the_callers_audio(
+    world: World,
+) -> None:
+    # A SIP phone that sends no RTP until spoken to must still hear the caller.
+    world.pepe.rtp.muted = True
+    pepe_mark = world.pepe.mark()
+    rtp_before = world.pepe.rtp.stats.rx_loud_packets
+    world.phone.ring(CALLER)
+    await world.pepe.wait_answered(since=pepe_mark)
+    await world.phone.sim.wait_call(CallState.ACTIVE)
+    await world.pepe.wait_rtp(rtp_before + RTP_PACKETS)
+    world.phone.far_end_hangup()
+    await world.pepe.wait_bye(since=pepe_mark)
+
+
 async def test_dial_out_through_the_mobile(world: World) -> None:
     since = len(world.phone.commands)
     trunk_mark = world.trunk.mark()

@@ -515,6 +515,8 @@ class RtpPeer(asyncio.DatagramProtocol):
         self.port = port
         self.stats = RtpStats()
         self.remote: tuple[str, int] | None = None
+        # A phone that stays silent until spoken to: sends no RTP at all.
+        self.muted = False
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.Task[None] | None = None
         self._payloads = _tone_payloads()
@@ -550,6 +552,9 @@ class RtpPeer(asyncio.DatagramProtocol):
             remote, transport = self.remote, self._transport
             if remote is None or transport is None:
                 return
+            if self.muted:
+                await asyncio.sleep(RTP_PACKET_MS / 1000)
+                continue
             header = struct.pack(
                 "!BBHII",
                 0x80,

@@ -560,6 +560,9 @@ class World:
             with contextlib.suppress(BtgwError):
                 phone.far_end_hangup()
         await self.wait_no_channels()
+        for party in (self._pepe, self._maria, self._trunk):
+            if party is not None:
+                party.rtp.muted = False
         if self._pepe is not None:
             await self._pepe.set_answer_after(PEPE_ANSWERS_AFTER)
         if self._maria is not None:
