@@ -175,6 +175,7 @@ class Observed:
     prepared: frozenset[str] = frozenset()  # adapter addresses prepared since they appeared
     rebind_wanted: bool = False  # an adapter came back: chan_mobile must rebind it
     chan_mobile_interval: float = 30.0
+    bluez_expected: bool = True  # False under ``btgw run --no-bluez``
 
 
 # -- actions -----------------------------------------------------------------
@@ -385,7 +386,7 @@ def _health(
         problems.append(f"phone(s) down: {', '.join(down)}")
     if lost_trunks:
         problems.append(f"trunk(s) not registered: {', '.join(lost_trunks)}")
-    if observed.adapters is None:
+    if observed.adapters is None and observed.bluez_expected:
         problems.append("BlueZ unreachable")
     if down and len(down) == len(up) and not config.trunks:
         return ReportHealth(Health.DOWN, "; ".join(problems), waiting)

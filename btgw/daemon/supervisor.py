@@ -308,6 +308,7 @@ class Supervisor:
             prepared=frozenset(self.prepared),
             rebind_wanted=self.rebind_wanted,
             chan_mobile_interval=float(self.config.bluetooth.interval),
+            bluez_expected=self._connect_bluez is not None,
         )
 
     def _complete(self) -> bool:

@@ -1,0 +1,422 @@
+"""The daemon against the bench: real Asterisk 22 with chan_mobile, the
+LD_PRELOAD Bluetooth shim and simulated phones.  BlueZ is left out (the
+supervisor runs without it); these tests are about AMI, route state and
+recovery timing.
+
+Each test prints its measured numbers (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from btgw.asterisk.ami import AmiConnection, connector
+from btgw.config import GatewayConfig, parse_config
+from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher, Link
+from btgw.daemon.reconcile import Step
+from btgw.daemon.status import read
+from btgw.daemon.supervisor import LiveEffects, Outcome, Supervisor, flip_delay
+from btgw.render import Sources
+from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
+from btgw.sim.asterisk import AsteriskInstance, cache_dir
+from btgw.sim.hfp import CallState
+from btgw.sim.phone import PhoneBehaviour, SimPhone
+from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.spec import AdapterSpec, PhoneSpec
+from btgw.state import State, assign_adapters
+
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the bench Asterisk needs root"),
+]
+
+SOCK_DIR_IN_ROOT = "/run/btsim"
+ADAPTERS = (
+    AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0"),
+    AdapterSpec(mac="00:1A:7D:DA:71:11", hci="hci1"),
+)
+PHONES = (
+    PhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Phone A", hfp_ag_channel=3),
+    PhoneSpec(mac="5C:F3:70:11:22:33", name="Phone B", hfp_ag_channel=4),
+)
+NAMES = ("phonea", "phoneb")
+FAST = PhoneBehaviour(answer_delay=0.05, ring_interval=0.2)
+OWNER_EXTENSIONS = "[general]\nstatic=yes\nwriteprotect=yes\n\n[default]\n"
+
+
+def bench_toml(pbx: AsteriskInstance, secret: str, phones: int) -> str:
+    text = f"""\
+[asterisk]
+config_dir = "{pbx.etc_dir}"
+log_file = "{pbx.log_path}"
+
+[asterisk.ami]
+host = "{pbx.ami_host}"
+port = {pbx.ami_port}
+user = "btgw"
+secret = "{secret}"
+
+[bluetooth]
+interval = 5
+"""
+    for i in range(phones):
+        text += f"""
+[[adapters]]
+id = "dongle{i + 1}"
+address = "{ADAPTERS[i].mac}"
+
+[[phones]]
+name = "{NAMES[i]}"
+address = "{PHONES[i].mac}"
+adapter = "dongle{i + 1}"
+port = {PHONES[i].hfp_ag_channel}
+"""
+    return text
+
+
+class Recording:
+    """LiveEffects (no BlueZ), with every recovery outcome recorded."""
+
+    def __init__(self, watcher: AmiWatcher) -> None:
+        self.live = LiveEffects(watcher, lambda: None)
+        self.recoveries: list[tuple[float, str, Step, Outcome]] = []
+
+    async def publish(self, key: str, value: str) -> None:
+        await self.live.publish(key, value)
+
+    async def prepare_adapter(self, address: str, hci: str) -> None:
+        raise AssertionError("no BlueZ on this bench")
+
+    async def trust_phone(self, address: str, unblock: bool) -> None:
+        raise AssertionError("no BlueZ on this bench")
+
+    async def recover(self, phone: str, step: Step, adapter: str | None) -> Outcome:
+        outcome = await self.live.recover(phone, step, adapter)
+        self.recoveries.append((time.monotonic(), phone, step, outcome))
+        return outcome
+
+    async def rebind(self) -> None:
+        await self.live.rebind()
+
+
+@dataclass
+class Bench:
+    pbx: AsteriskInstance
+    config: GatewayConfig
+    phones: list[SimPhone]
+    status: Path
+    tmp: Path
+
+    def db(self, key: str) -> str | None:
+        out = self.pbx.cli(f"database get btgw {key}")
+        for line in out.splitlines():
+            if line.startswith("Value:"):
+                return line.split(":", 1)[1].strip()
+        return None
+
+    async def wait_db(self, key: str, value: str | None, timeout: float = 15.0) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if await asyncio.to_thread(self.db, key) == value:
+                return time.monotonic() - start
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"AstDB btgw/{key} never became {value!r}")
+
+    def daemon(
+        self,
+        *,
+        secret: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        backoff_cap: float = 1.0,
+    ) -> tuple[Supervisor, AmiWatcher, Recording]:
+        ami = self.config.asterisk.ami
+        if secret is not None:
+            ami = ami.model_copy(update={"secret": secret})
+        supervisor: Supervisor | None = None
+
+        def changed() -> None:
+            if supervisor is not None:
+                supervisor.wake()
+
+        watcher = AmiWatcher(
+            connector(ami, events=EVENT_CLASSES),
+            on_change=changed,
+            poll_interval=2.0,
+            backoff_cap=backoff_cap,
+            handshake_polls=(0.1, 0.3, 0.6, 1.0, 2.0, 4.0),
+        )
+        effects = Recording(watcher)
+        supervisor = Supervisor(
+            self.config,
+            assign_adapters(self.config, State()),
+            watcher,
+            effects,
+            status_path=self.status,
+            clock=clock,
+            heartbeat=0.5,
+        )
+        return supervisor, watcher, effects
+
+
+@pytest.fixture(scope="module")
+def shim() -> Path:
+    return build_shim(cache_dir())
+
+
+@pytest.fixture
+def sock_dir(tmp_path: Path) -> Iterator[Path]:
+    path = Path(f"/tmp/btgw-d-{os.getpid()}-{tmp_path.name[-10:]}")  # sun_path is short
+    path.mkdir()
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def usable_filters(manager: str) -> str:
+    """Work around render/manager.py's event filters: Asterisk matches the
+    regex against the whole event text (``Event: X\r\nPrivilege: ...``), so
+    ``Event: MobileStatus$`` never matches and btgw's user gets no
+    MobileStatus, Hangup, Registry... events.  Drop the ``$`` until the
+    renderer is fixed (see test_generated_event_filters_pass_mobile_status)."""
+    return (
+        "\n".join(
+            line.rstrip("$") if line.startswith("eventfilter") else line
+            for line in manager.splitlines()
+        )
+        + "\n"
+    )
+
+
+@contextlib.asynccontextmanager
+async def bench(
+    root: Path, shim: Path, tmp: Path, sock_dir: Path, *, phones: int = 1, ami_secret: str = ""
+) -> AsyncIterator[Bench]:
+    """Asterisk with btgw's generated manager.d/btgw.conf and chan_mobile.conf,
+    and ``phones`` simulated phones serving (one adapter each)."""
+    pbx = AsteriskInstance(
+        root,
+        tmp / "asterisk",
+        env=shim_env(SOCK_DIR_IN_ROOT, list(ADAPTERS[:phones])),
+        preload=shim,
+        binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
+        extra_config={
+            "extensions.conf": OWNER_EXTENSIONS,
+            "pjsip.conf": "",
+            "chan_mobile.conf": "",
+        },
+    )
+    try:
+        secret = secrets.token_hex(16)
+        path = tmp / "btgw.toml"
+        path.write_text(bench_toml(pbx, secret, phones))
+        config = parse_config(path.read_text(), path)
+        # The installed AMI user may carry another secret (the "wrong secret" test).
+        installed = (
+            config if not ami_secret else parse_config(bench_toml(pbx, ami_secret, phones), path)
+        )
+        sources = Sources(path, tmp / "state.json")
+        rendered = render_all(config, assign_adapters(config, State()), sources)
+        manager = usable_filters(
+            render_all(installed, assign_adapters(config, State()), sources)[MANAGER]
+        )
+        (pbx.etc_dir / MANAGER.name).parent.mkdir(parents=True, exist_ok=True)
+        (pbx.etc_dir / MANAGER.name).write_text(manager)
+        (pbx.etc_dir / CHAN_MOBILE.name).write_text(rendered[CHAN_MOBILE])
+        async with contextlib.AsyncExitStack() as stack:
+            sims = [
+                await stack.enter_async_context(SimPhone(PHONES[i], sock_dir, behaviour=FAST))
+                for i in range(phones)
+            ]
+            await asyncio.to_thread(pbx.start)
+            for sim in sims:
+                await sim.wait_ready(timeout=10)
+            yield Bench(pbx, config, sims, tmp / "run" / "status.json", tmp)
+    finally:
+        await asyncio.to_thread(pbx.close)
+
+
+@contextlib.asynccontextmanager
+async def running(supervisor: Supervisor) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(supervisor.run())
+    try:
+        yield task
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_phone_out_of_range_and_back_flips_the_route(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        supervisor, _, _ = b.daemon()
+        async with running(supervisor):
+            await b.wait_db("route/g1", "up")
+            await b.wait_db("route/phone/phonea", "up")
+            await until(lambda: supervisor.ready, "READY")
+            assert read(b.status).code == 0
+
+            lost_at = time.monotonic()
+            await b.phones[0].out_of_range()
+            in_db = await b.wait_db("route/g1", "down")
+            flip = flip_delay(supervisor.route_flips, "route/g1", "down", lost_at)
+            assert flip is not None and flip < 1.0, flip
+            reading = read(b.status)
+            # The only phone and no trunk: nothing can carry calls out.
+            assert reading.code == 2 and "phonea" in reading.line
+            print(
+                f"\nphone loss -> route down: published {flip * 1000:.0f} ms, "
+                f"seen in AstDB {in_db * 1000:.0f} ms"
+            )
+
+            back_at = time.monotonic()
+            await b.phones[0].back_in_range()
+            await b.wait_db("route/g1", "up", timeout=20)
+            back = flip_delay(supervisor.route_flips, "route/g1", "up", back_at)
+            assert back is not None
+            print(f"phone back -> route up: {back:.2f} s (chan_mobile reconnects every 5 s)")
+        assert not b.status.exists()  # removed on clean shutdown
+
+
+async def test_asterisk_restart_reconnects_and_publishes_again(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        supervisor, watcher, _ = b.daemon()
+        async with running(supervisor):
+            await b.wait_db("route/g1", "up")
+            # Wipe AstDB behind the daemon's back: only a re-publish puts it back.
+            await asyncio.to_thread(b.pbx.cli, "database deltree btgw")
+            restarted_at = time.monotonic()
+            await asyncio.to_thread(b.pbx.restart)
+            await b.wait_db("route/g1", "up", timeout=20)
+            took = time.monotonic() - restarted_at
+            assert watcher.connected
+            assert read(b.status).snapshot is not None
+            print(f"\nAsterisk restart -> route republished {took:.2f} s after restart began")
+
+
+async def test_wrong_ami_secret_then_fixed(
+    asterisk_root: Path,
+    shim: Path,
+    tmp_path: Path,
+    sock_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="btgw.daemon")
+    async with bench(asterisk_root, shim, tmp_path, sock_dir, ami_secret="not-" + "x" * 20) as b:
+        supervisor, watcher, _ = b.daemon(backoff_cap=0.5)
+        async with running(supervisor):
+            await until(lambda: watcher.failures >= 3, "three refused logins")
+            assert watcher.link in (Link.AUTH_FAILED, Link.CONNECTING)
+            refused = [r for r in caplog.records if "refused login" in r.getMessage()]
+            assert [r.levelno for r in refused[:3]] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+            assert "manager.d/btgw.conf" in refused[0].getMessage()
+            await until(lambda: supervisor.ready, "READY (a refused login is a complete answer)")
+            reading = read(b.status)
+            assert reading.code == 2 and "unreachable" in reading.line
+
+            # The operator fixes the secret: the daemon finds out on its own.
+            manager = render_all(
+                b.config, assign_adapters(b.config, State()), Sources(tmp_path, tmp_path)
+            )[MANAGER]
+            (b.pbx.etc_dir / MANAGER.name).write_text(usable_filters(manager))
+            await asyncio.to_thread(b.pbx.cli, "manager reload")
+            fixed_at = time.monotonic()
+            await until(lambda: watcher.connected, "the connection", timeout=5)
+            print(f"\nsecret fixed -> connected in {time.monotonic() - fixed_at:.2f} s")
+            await b.wait_db("route/g1", "up")
+            await until(lambda: read(b.status).code == 0, "health ok", timeout=5)
+
+
+async def test_recovery_step_waits_for_a_call_to_end(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    async with bench(asterisk_root, shim, tmp_path, sock_dir, phones=2) as b:
+        # 20x clock: chan_mobile's two-interval grace (10 s) passes in 0.5 s.
+        base = time.monotonic()
+        supervisor, _, effects = b.daemon(clock=lambda: base + (time.monotonic() - base) * 20)
+        async with running(supervisor):
+            await b.wait_db("route/phone/phoneb", "up")
+            p = b.pbx  # the bench's own admin user places the call
+            ami = await AmiConnection.open(p.ami_host, p.ami_port, p.ami_user, p.ami_secret)
+            try:
+                await ami.action(
+                    "Originate",
+                    {
+                        "Channel": "Mobile/phonea/600",
+                        "Application": "Wait",
+                        "Data": "30",
+                        "Async": "true",
+                    },
+                )
+                await until(lambda: b.phones[0].state.call is CallState.ACTIVE, "the call", 10)
+                await b.phones[1].out_of_range()
+                await b.wait_db("route/phone/phoneb", "down")
+                # Phone A, in its call, still carries the group.
+                assert await asyncio.to_thread(b.db, "route/g1") == "up"
+                await until(
+                    lambda: any(o is Outcome.DEFERRED for *_, o in effects.recoveries),
+                    "a deferred recovery step",
+                )
+                await asyncio.sleep(0.5)
+                assert {o for *_, o in effects.recoveries} == {Outcome.DEFERRED}
+                assert supervisor.tracks["phoneb"].step is Step.NONE  # the rung is kept
+                assert supervisor.health is not None
+                assert supervisor.health.waiting_for_call == ("phoneb",)
+
+                hung_up = time.monotonic()
+                b.phones[0].far_end_hangup()
+                await until(
+                    lambda: any(o is Outcome.DONE for *_, o in effects.recoveries), "the step", 10
+                )
+                done_at = next(t for t, *_, o in effects.recoveries if o is Outcome.DONE)
+                assert done_at >= hung_up
+                assert supervisor.tracks["phoneb"].step is Step.WAIT_CHAN_MOBILE_RETRY
+                print(f"\ncall ended -> waiting recovery step ran in {done_at - hung_up:.2f} s")
+            finally:
+                await ami.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="render/manager.py anchors event filters with $, which never matches the "
+    "whole event text: btgw's AMI user receives no MobileStatus (reported to its owner)",
+)
+async def test_generated_event_filters_pass_mobile_status(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        rendered = render_all(
+            b.config, assign_adapters(b.config, State()), Sources(tmp_path, tmp_path)
+        )[MANAGER]
+        (b.pbx.etc_dir / MANAGER.name).write_text(rendered)
+        await asyncio.to_thread(b.pbx.cli, "manager reload")
+        ami = await connector(b.config.asterisk.ami, events=EVENT_CLASSES)()
+        seen: list[str] = []
+        ami.on_event(lambda m: seen.append(m.event))
+        try:
+            await b.phones[0].out_of_range()
+            await until(lambda: "MobileStatus" in seen, "MobileStatus", timeout=3)
+        finally:
+            await ami.close()
