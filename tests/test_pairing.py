@@ -31,7 +31,7 @@ from btgw.pairing.core import (
     explain,
     suggest_name,
 )
-from btgw.sim.bluez import BlueZSim, World, headset_spec, laptop_spec
+from btgw.sim.bluez import BlueZSim, SimError, World, headset_spec, laptop_spec
 from btgw.sim.dbus import PrivateBus
 from btgw.sim.phone import SimPhone
 from btgw.sim.spec import AdapterSpec, PhoneSpec, sdp_path
@@ -131,9 +131,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(
-    tmp_path: Path, bluez_client: BlueZClient, pairing_agent: PairingAgent
-) -> Rig:
+async def rig(tmp_path: Path, bluez_client: BlueZClient, pairing_agent: PairingAgent) -> Rig:
     cfg = tmp_path / "btgw.toml"
     cfg.write_text(config_text(tmp_path))
     state_path = tmp_path / "state" / "state.json"
@@ -213,6 +211,7 @@ async def test_scan_survives_a_bluetoothd_restart_and_a_replug(
     result = await rig.pairing.scan(2.5)
     await task
     assert {p.address for p in result.phones} == {PIXEL, GALAXY, EVIL}
+    assert bluez_sim.discovery_sessions("hci3") == set()  # discovery stopped afterwards
 
 
 async def test_cli_scan_json_and_bluez_down(
@@ -345,13 +344,13 @@ async def test_a_stranger_cannot_pair_while_a_window_is_open(
     rig: Rig, bluez_sim: BlueZSim, pairing_agent: PairingAgent
 ) -> None:
     await rig.pairing.scan(0.3)
-    stranger_result: list[BaseException | None] = []
+    stranger_result: list[SimError | None] = []
 
     async def stranger() -> None:
         try:
             await bluez_sim.pair_from_phone("hci0", GALAXY)
             stranger_result.append(None)
-        except Exception as exc:
+        except SimError as exc:
             stranger_result.append(exc)
 
     async def slow_yes(prompt: str) -> str:
@@ -360,7 +359,14 @@ async def test_a_stranger_cannot_pair_while_a_window_is_open(
 
     rig.io.ask = slow_yes  # type: ignore[method-assign]
     await rig.pairing.pair(address=PIXEL, name="pixel")
-    assert stranger_result and stranger_result[0] is not None
+    [refused_inside] = stranger_result
+    assert refused_inside is not None
+    assert refused_inside.name == "org.bluez.Error.AuthenticationRejected"
+    assert bluez_sim.device_properties("hci0", GALAXY)["Paired"] is False
+    # The window closed with `btgw pair`: the stranger is still refused afterwards.
+    with pytest.raises(SimError) as refused:
+        await bluez_sim.pair_from_phone("hci0", GALAXY)
+    assert refused.value.name == "org.bluez.Error.AuthenticationRejected"
     assert bluez_sim.device_properties("hci0", GALAXY)["Paired"] is False
 
 
@@ -497,6 +503,21 @@ async def test_unpair_round_trips(rig: Rig, bluez_sim: BlueZSim) -> None:
     # Paired again afterwards, as new.
     again = await rig.pairing.pair(address=PIXEL, name="pixel", assume_yes=True)
     assert again.channel == 3
+
+
+async def test_cli_unpair_unknown_phone_is_a_config_error(
+    private_bus: PrivateBus,
+    bluez_sim: BlueZSim,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = tmp_path / "btgw.toml"
+    cfg.write_text(config_text(tmp_path))
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", private_bus.address)
+    args = ["--config", str(cfg), "--state", str(tmp_path / "s.json"), "unpair", "nobody"]
+    assert await asyncio.to_thread(main, args) == ExitCode.CONFIG
+    assert "no phone named nobody" in capsys.readouterr().err
 
 
 async def test_unpair_a_phone_bluez_does_not_know(rig: Rig) -> None:

@@ -246,7 +246,7 @@ def register(add: AddCommand) -> None:
     p.add_argument(
         "--timeout", type=float, default=SCAN_TIMEOUT_S, help="seconds to discover (default 15)"
     )
-    p.add_argument("--adapter", default=None, help="scan with this adapter only (id, hciN or MAC)")
+    p.add_argument("--adapter", default=None, help="scan with this adapter only (hciN or MAC)")
 
     p = add(
         "pair",

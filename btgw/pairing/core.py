@@ -185,11 +185,10 @@ class FoundPhone:
 
     @classmethod
     def from_device(cls, device: Device, adapter_mac: str) -> FoundPhone:
-        raw = device.name if device.name is not None else None
         return cls(
             address=device.address,
-            name=display_name(raw if raw else device.alias),
-            raw_name=raw,
+            name=display_name(device.name or device.alias),
+            raw_name=device.name,
             rssi=device.rssi,
             hands_free=device.phone.hfp_ag,
             paired=device.paired,
