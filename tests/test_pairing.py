@@ -488,6 +488,28 @@ async def test_cli_pair_exit_codes(
     assert cfg.read_text() == config_text(tmp_path)
 
 
+async def test_cli_pair_without_asterisk_saves_and_says_to_apply(
+    private_bus: PrivateBus,
+    bluez_sim: BlueZSim,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = tmp_path / "btgw.toml"
+    # Nothing listens on port 9 of loopback: AMI is unreachable.
+    cfg.write_text(config_text(tmp_path).replace("port = 5038", "port = 9"))
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", private_bus.address)
+    state = tmp_path / "state.json"
+    args = ["--config", str(cfg), "--state", str(state), "pair", "--address", PIXEL]
+    code = await asyncio.to_thread(main, [*args, "--name", "pixel", "--yes", "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.ASTERISK, err
+    assert "pixel is paired and saved in" in err
+    assert "run `btgw apply`" in err
+    assert [p.name for p in load_config(cfg).phones] == ["pixel"]
+    assert load_state(state).phones["pixel"].channel == 3
+
+
 # --- unpair ----------------------------------------------------------------------------
 
 

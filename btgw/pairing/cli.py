@@ -71,6 +71,10 @@ class TerminalIO:
         self._err.flush()
         self._drawn = len(lines)
 
+    def done(self) -> None:
+        """Take the live table off the screen (the final one is printed to stdout)."""
+        self._clear()
+
     def _clear(self) -> None:
         if self._live and self._drawn:
             # Cursor up to the table's first line, erase to the end of the screen.
@@ -159,7 +163,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with _pairing(args, with_agent=False, io=io) as pairing:
             result = await pairing.scan(args.timeout, adapter=args.adapter)
-        io.scan_progress([], 0, 0)  # clear the live table
+        io.done()
         if args.json:
             print(
                 json.dumps(

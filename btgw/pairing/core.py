@@ -100,6 +100,12 @@ class PairingError(BluetoothError):
     """A step of scan/pair/unpair failed; the message names the phone and step."""
 
 
+class NotAppliedError(BtgwError):
+    """The phone was paired (or forgotten) and the files written; apply failed."""
+
+    exit_code = ExitCode.ASTERISK
+
+
 class UsageError(BtgwError):
     """What was asked cannot be done as asked (bad name, no choice made)."""
 
@@ -514,7 +520,7 @@ class Pairing:
             UsageError: no valid choice or name.
             PairingError: a Bluetooth step failed (message and hint say which and why).
             BlueZNotRunningError: bluetoothd is not running.
-            AsteriskError: applying failed (the phone is paired and saved).
+            NotAppliedError: applying failed (the phone is paired and saved).
         """
         started = self._clock()
         text, config, state = self._load()
@@ -572,7 +578,7 @@ class Pairing:
         save_state(self._state_path, new_state)
         atomic_write(self._config_path, new_text, keep_previous=True)
         self._io.say(f"added {name} to {self._config_path}; channel {channel} recorded")
-        result = await self._applier_factory(new_config, new_state).apply()
+        result = await self._apply(new_config, new_state, f"{name} is paired and saved")
         save_state(self._state_path, new_state)
         return PairResult(
             name=name,
@@ -703,6 +709,22 @@ class Pairing:
                 self._io.say(f"paired and trusted {who}")
                 return
 
+    async def _apply(self, config: GatewayConfig, state: State, done: str) -> ApplyResult:
+        """Apply; a failure says that the Bluetooth and file part is done.
+
+        Raises:
+            NotAppliedError: with the exit code of the cause.
+        """
+        try:
+            return await self._applier_factory(config, state).apply()
+        except BtgwError as exc:
+            error = NotAppliedError(
+                f"{done} in {self._config_path}, but Asterisk was not updated: {exc.message}",
+                f"{exc.hint} Then run `btgw apply`.".strip(),
+            )
+            error.exit_code = exc.exit_code  # 4 for Asterisk, as `btgw apply` would say
+            raise error from exc
+
     async def _wait_bluez(self, adapter_mac: str, address: str) -> None:
         """Wait for the adapter (bluetoothd restarting, dongle replugged); a
         restarted bluetoothd knows only bonded devices, so look for the phone again."""
@@ -735,7 +757,7 @@ class Pairing:
             ConfigError: no such phone, or the config without it is invalid.
             BlueZNotRunningError, PairingError: BlueZ could not forget it
                 (nothing was changed).
-            AsteriskError: applying failed (the files are already updated).
+            NotAppliedError: applying failed (the files are already updated).
         """
         text, config, state = self._load()
         phone = next((p for p in config.phones if p.name == name), None)
@@ -762,7 +784,7 @@ class Pairing:
         new_state = assign_adapters(new_config, state.without_phone(name))
         atomic_write(self._config_path, new_text, keep_previous=True)
         save_state(self._state_path, new_state)
-        result = await self._applier_factory(new_config, new_state).apply()
+        result = await self._apply(new_config, new_state, f"{name} is forgotten")
         return UnpairResult(
             name=name, address=phone.address, removed_from_bluez=removed, apply=result
         )
