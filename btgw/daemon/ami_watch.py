@@ -263,6 +263,7 @@ class AmiWatcher:
         for task in list(self._tasks):
             if task.get_name() == "ami-poll":
                 task.cancel()
+        await ami.close()  # the session ended; its transport is still ours to close
         self.failures = 1
         log.warning(
             "Asterisk: AMI session lost (%s); reconnecting",

@@ -373,24 +373,28 @@ def _ladder(
 def _health(
     config: GatewayConfig, observed: Observed, up: Mapping[str, bool], waiting: tuple[str, ...]
 ) -> ReportHealth:
+    """DOWN when nothing can carry a call out; DEGRADED when something is
+    missing but calls still have a way; every problem named in the summary."""
     if not observed.ami_connected:
         return ReportHealth(Health.DOWN, "Asterisk's manager is unreachable", waiting)
+    problems: list[str] = []
+    down_verdict = False
     if observed.mobile is None and config.phones:
-        return ReportHealth(Health.DOWN, "chan_mobile is not running", waiting)
+        problems.append("chan_mobile is not running")
+        down_verdict = not config.trunks
     down = [name for name, ok in up.items() if not ok]
+    if down and observed.mobile is not None:
+        problems.append(f"phone(s) down: {', '.join(down)}")
+        down_verdict = down_verdict or (len(down) == len(up) and not config.trunks)
     lost_trunks = [
         t.name for t in config.trunks if t.registration and not observed.trunks.get(t.name)
     ]
-    problems = []
-    if down:
-        problems.append(f"phone(s) down: {', '.join(down)}")
     if lost_trunks:
         problems.append(f"trunk(s) not registered: {', '.join(lost_trunks)}")
     if observed.adapters is None and observed.bluez_expected:
         problems.append("BlueZ unreachable")
-    if down and len(down) == len(up) and not config.trunks:
-        return ReportHealth(Health.DOWN, "; ".join(problems), waiting)
     if problems:
-        return ReportHealth(Health.DEGRADED, "; ".join(problems), waiting)
+        verdict = Health.DOWN if down_verdict else Health.DEGRADED
+        return ReportHealth(verdict, "; ".join(problems), waiting)
     n = len(up)
     return ReportHealth(Health.OK, f"{n} phone(s) up" if n else "no phones configured", waiting)

@@ -1,0 +1,182 @@
+"""The supervisor against the BlueZ simulator (private bus) and a real
+Asterisk without chan_mobile: adapters prepared, prepared again after a
+replug or a bluetoothd restart, chan_mobile rebound after a replug; effects
+are recorded by a fake so nothing needs HCI sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from btgw.asterisk.ami import connector
+from btgw.bluez.client import BlueZClient
+from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
+from btgw.daemon.reconcile import Step
+from btgw.daemon.status import read
+from btgw.daemon.supervisor import Outcome, Supervisor
+from btgw.sim.asterisk import AsteriskInstance
+from btgw.sim.bluez import BlueZSim
+from btgw.sim.dbus import PrivateBus
+from btgw.state import State, assign_adapters
+
+from helpers import config_dict, make_config
+
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.dbus,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the bench Asterisk needs root"),
+]
+
+ADAPTER = "00:1A:7D:DA:71:10"
+
+
+class Fake:
+    """Effects that act on the simulated BlueZ and record the rest."""
+
+    def __init__(self, client: Callable[[], BlueZClient | None]) -> None:
+        self.client = client
+        self.log: list[tuple[str, str]] = []
+
+    async def publish(self, key: str, value: str) -> None:
+        self.log.append(("publish", f"{key}={value}"))
+
+    async def prepare_adapter(self, address: str, hci: str) -> None:
+        client = self.client()
+        assert client is not None
+        await client.set_powered(address, True)
+        self.log.append(("prepare", address))
+
+    async def trust_phone(self, address: str, unblock: bool) -> None:
+        self.log.append(("trust", address))
+
+    async def recover(self, phone: str, step: Step, adapter: str | None) -> Outcome:
+        self.log.append(("recover", step.value))
+        return Outcome.DONE
+
+    async def rebind(self) -> None:
+        self.log.append(("rebind", ""))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def daemon(
+    asterisk: AsteriskInstance, private_bus: PrivateBus, bluez_sim: BlueZSim, tmp_path: Path
+) -> AsyncIterator[tuple[Supervisor, Fake, BlueZSim]]:
+    data = config_dict()
+    data["asterisk"]["ami"] = {
+        "host": asterisk.ami_host,
+        "port": asterisk.ami_port,
+        "user": asterisk.ami_user,
+        "secret": asterisk.ami_secret,
+    }
+    config = make_config(data)
+    supervisor: Supervisor | None = None
+
+    def changed() -> None:
+        if supervisor is not None:
+            supervisor.wake()
+
+    async def connect_bluez() -> BlueZClient:
+        client = BlueZClient(bus_address=private_bus.address)
+        await client.start()
+        return client
+
+    watcher = AmiWatcher(connector(config.asterisk.ami, events=EVENT_CLASSES), on_change=changed)
+    fake = Fake(lambda: supervisor.bluez if supervisor else None)
+    supervisor = Supervisor(
+        config,
+        assign_adapters(config, State()),
+        watcher,
+        fake,
+        status_path=tmp_path / "status.json",
+        connect_bluez=connect_bluez,
+        heartbeat=0.5,
+    )
+    task = asyncio.create_task(supervisor.run())
+    try:
+        yield supervisor, fake, bluez_sim
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_adapter_prepared_then_again_after_replug_with_a_rebind(daemon) -> None:
+    supervisor, fake, sim = daemon
+    await until(lambda: ("prepare", ADAPTER) in fake.log, "the first prepare")
+    await until(lambda: supervisor.ready, "READY")
+    snapshot = read(supervisor.status_path).snapshot  # type: ignore[arg-type]
+    assert snapshot is not None
+    assert snapshot["adapters"][0]["prepared"] is True
+    assert snapshot["bluez"]["state"] == "running"
+    assert ("rebind", "") not in fake.log
+
+    sim.unplug("hci0")
+    await until(lambda: not supervisor.seen_adapters, "the unplug")
+    sim.replug("hci0")
+    await until(lambda: ("rebind", "") in fake.log, "the rebind")
+    assert fake.log.count(("prepare", ADAPTER)) == 2
+    assert not supervisor.rebind_wanted
+
+
+async def test_bluetoothd_restart_prepares_again(daemon) -> None:
+    _, fake, sim = daemon
+    await until(lambda: ("prepare", ADAPTER) in fake.log, "the first prepare")
+    await sim.restart_bluetoothd(down_for=0.2)
+    await until(lambda: fake.log.count(("prepare", ADAPTER)) == 2, "the second prepare")
+
+
+async def test_unreachable_bluez_is_reported_and_retried(
+    asterisk: AsteriskInstance, tmp_path: Path
+) -> None:
+    data = config_dict()
+    data["asterisk"]["ami"] = {
+        "host": asterisk.ami_host,
+        "port": asterisk.ami_port,
+        "user": asterisk.ami_user,
+        "secret": asterisk.ami_secret,
+    }
+    config = make_config(data)
+    attempts = 0
+
+    async def connect_bluez() -> BlueZClient:
+        nonlocal attempts
+        attempts += 1
+        client = BlueZClient(bus_address=f"unix:path={tmp_path}/no-bus")
+        await client.start()
+        return client
+
+    watcher = AmiWatcher(connector(config.asterisk.ami))
+    supervisor = Supervisor(
+        config,
+        assign_adapters(config, State()),
+        watcher,
+        Fake(lambda: None),
+        status_path=tmp_path / "status.json",
+        connect_bluez=connect_bluez,
+        heartbeat=0.2,
+        rng=lambda: 0.0,
+    )
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: attempts >= 2, "a retry")
+        await until(lambda: supervisor.ready, "READY")
+        await until(lambda: read(tmp_path / "status.json").code != 3, "a snapshot")
+        reading = read(tmp_path / "status.json")
+        assert "BlueZ unreachable" in reading.line
+        assert reading.snapshot is not None
+        assert reading.snapshot["bluez"]["state"] == "unreachable"
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(task, 10)
