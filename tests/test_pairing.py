@@ -7,10 +7,12 @@ runs the same Pairing against the real Asterisk and chan_mobile.
 from __future__ import annotations
 
 import asyncio
+import doctest
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -22,6 +24,7 @@ from btgw.bluez.sdp import async_find_hfp_ag_channel, unix_socket_factory
 from btgw.cli import main
 from btgw.config import GatewayConfig, load_config
 from btgw.errors import ConfigError, ExitCode
+from btgw.pairing import core, tomledit
 from btgw.pairing.core import (
     FoundPhone,
     Pairing,
@@ -164,6 +167,13 @@ def test_names_from_the_air_are_made_safe() -> None:
     assert suggest_name(EVIL_NAME) == "evil_2j_0_pwned_name_x"
     assert suggest_name("📱") == "phone"
     assert len(suggest_name("A" * 80)) == 30
+
+
+@pytest.mark.parametrize("module", [core, tomledit])
+def test_docstring_examples(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0
 
 
 # --- scan ----------------------------------------------------------------------------
@@ -399,6 +409,37 @@ async def test_pair_survives_bluetoothd_restart_during_pairing(
     result = await rig.pairing.pair(address=PIXEL, name="pixel")
     assert result.channel == 3
     assert any("went away" in line for line in rig.io.said)
+
+
+def known_paired(client: BlueZClient) -> bool:
+    device = client.device(PIXEL)
+    return device is not None and device.paired and device.connected
+
+
+async def test_a_stale_bond_is_replaced_by_a_fresh_pairing(
+    rig: Rig, bluez_world: World, bluez_client: BlueZClient, pairing_agent: PairingAgent
+) -> None:
+    # Paired once (say by bluetoothctl), then the phone forgot the gateway: key missing.
+    await rig.pairing.scan(0.3)
+
+    async def yes(_mac: str, _code: str) -> bool:
+        return True
+
+    with pairing_agent.open_window(PIXEL, 5, yes):
+        await bluez_client.pair(PIXEL)
+    bluez_world.phone(PIXEL).forget_pairing()
+    await bluez_client.wait_until(lambda: known_paired(bluez_client), 3, "paired")
+    await bluez_client.disconnect(PIXEL)
+    with pytest.raises(e.KeyMissingError) as caught:
+        await bluez_client.connect(PIXEL)
+    assert "btgw unpair pixel" in explain(caught.value, "connecting", "pixel (x)").hint
+
+    result = await rig.pairing.pair(address=PIXEL, name="pixel", assume_yes=True)
+    assert result.channel == 3
+    assert any("pairing afresh" in line for line in rig.io.said)
+    assert bluez_world.phone(PIXEL).forgotten_by == set()
+    await bluez_client.disconnect(PIXEL)
+    await bluez_client.connect(PIXEL)  # the new key works
 
 
 async def test_live_sdp_when_bluez_cache_has_no_record(

@@ -676,11 +676,19 @@ class Pairing:
                 if device is None:
                     raise PairingError(f"{who} is gone from BlueZ", "run `btgw pair` again")
                 if device.paired:
-                    self._io.say(f"{who} is already paired with this adapter; keeping the bond")
-                else:
-                    self._io.say(f"pairing with {who}: accept the request on the phone")
-                    with agent.open_window(device.path, self._window, confirm):
-                        await self._client.pair(device.path)
+                    # An old bond may be one the phone no longer has (reset, "forget
+                    # device": key-missing later); pairing afresh makes both sides agree.
+                    self._io.say(f"{who} was paired before: forgetting that, pairing afresh")
+                    await self._client.remove_device(device)
+                    await self._client.wait_until(
+                        lambda: self._client.device(address, adapter_mac) is None,
+                        PROPERTY_WAIT_S,
+                        f"{who} removed",
+                    )
+                    device = await self._pick_phone(adapter_mac, address, BLUEZ_BACK_S)
+                self._io.say(f"pairing with {who}: accept the request on the phone")
+                with agent.open_window(device.path, self._window, confirm):
+                    await self._client.pair(device.path)
                 await self._client.wait_until(
                     lambda: _is(self._client.device(address, adapter_mac), paired=True),
                     PROPERTY_WAIT_S,
