@@ -129,14 +129,19 @@ def test_status_and_health_answer_well_under_a_second(tmp_path: Path) -> None:
     write_snapshot(path, snapshot())
     env = {**os.environ, "BTGW_STATUS": str(path)}
     for command in ("status", "health"):
-        start = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, "-m", "btgw.cli", command], env=env, capture_output=True, check=False
-        )
-        took = time.monotonic() - start
-        assert result.returncode == 0, result.stderr
+        times = []
+        for _ in range(3):  # best of three: other tests may load this 2-core machine
+            start = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-m", "btgw.cli", command],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            times.append(time.monotonic() - start)
+            assert result.returncode == 0, result.stderr
         # Measured ~0.45 s here, nearly all of it btgw.cli's own imports (pydantic config).
-        assert took < 1.0, f"btgw {command} took {took:.2f} s"
+        assert min(times) < 1.0, f"btgw {command} took {min(times):.2f} s at best"
 
 
 def test_the_reader_path_imports_nothing_heavy() -> None:
