@@ -13,6 +13,10 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -420,3 +424,71 @@ async def test_generated_event_filters_pass_mobile_status(
             await until(lambda: "MobileStatus" in seen, "MobileStatus", timeout=3)
         finally:
             await ami.close()
+
+
+async def test_btgw_run_under_a_fake_systemd(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    """The real ``btgw run`` process: READY and STATUS reach the notify socket,
+    ``btgw health`` follows the phone, SIGTERM stops it cleanly."""
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        notify = tmp_path / "notify"
+        systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        systemd.bind(str(notify))
+        systemd.setblocking(False)
+        status = tmp_path / "status.json"
+        env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        env["NOTIFY_SOCKET"] = str(notify)
+        base = [sys.executable, "-m", "btgw.cli", "--config", str(tmp_path / "btgw.toml")]
+        base += ["--state", str(tmp_path / "state.json")]
+        proc = await asyncio.create_subprocess_exec(
+            *base,
+            "run",
+            "--no-bluez",
+            "--status-file",
+            str(status),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        loop = asyncio.get_running_loop()
+        messages: list[str] = []
+
+        async def wait_message(prefix: str, timeout: float = 15.0) -> str:
+            start = time.monotonic()
+            while time.monotonic() - start < timeout:
+                found = next((m for m in messages if m.startswith(prefix)), None)
+                if found:
+                    return found
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(systemd, 4096), 0.5)
+                    messages.append(data.decode())
+                except TimeoutError:
+                    pass
+            raise AssertionError(f"no {prefix!r} from btgw run; got {messages}")
+
+        def health() -> int:
+            return subprocess.run(
+                [*base, "health", "--status-file", str(status)],
+                env=env,
+                check=False,
+                capture_output=True,
+            ).returncode
+
+        try:
+            ready = await wait_message("READY=1")
+            assert "STATUS=1 phone(s) up" in ready
+            assert await asyncio.to_thread(health) == 0
+            await b.phones[0].out_of_range()
+            await wait_message("STATUS=phone(s) down: phonea")
+            await until(lambda: health() == 2, "health down")
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.wait_for(proc.communicate(), 15)
+            systemd.close()
+        text = out.decode()
+        assert proc.returncode == 0, text
+        assert "phone phonea: lost [PHONE_LOST]" in text
+        assert "group g1: route down" in text
+        assert not status.exists()
