@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from btgw.cli import main
 from btgw.config import GatewayConfig, load_config
 from btgw.errors import ConfigError, ExitCode
 from btgw.pairing import core, tomledit
+from btgw.pairing.cli import TerminalIO, table
 from btgw.pairing.core import (
     FoundPhone,
     Pairing,
@@ -592,3 +594,37 @@ async def test_unpair_a_phone_bluez_does_not_know(rig: Rig) -> None:
     assert rig.config_path.read_text() == rig.original
     with pytest.raises(ConfigError, match="no phone named"):
         await rig.pairing.unpair("old")
+
+
+# --- the terminal ------------------------------------------------------------------
+
+
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_terminal_io_prompts_and_draws_a_live_table() -> None:
+    answers = iter(["yes"])
+
+    def fake_input(prompt: str) -> str:
+        try:
+            return next(answers)
+        except StopIteration:
+            raise EOFError from None
+
+    out, err = io.StringIO(), FakeTty()
+    term = TerminalIO(out, err, fake_input)
+    assert await term.ask("really? ") == "yes"
+    with pytest.raises(EOFError):
+        await term.ask("again? ")
+    phone = FoundPhone(EVIL, display_name(EVIL_NAME), EVIL_NAME, -40, True, False, ADAPTER)
+    term.scan_progress([phone], 2, 3.0)
+    term.scan_progress([phone], 2, 2.0)
+    term.done()
+    drawn = err.getvalue()
+    assert "\x1b[3F\x1b[J" in drawn  # redrawn in place, then cleared
+    assert "1 phone(s), 2 other device(s) ignored" in drawn
+    assert EVIL_NAME not in drawn
+    assert all(ch.isprintable() or ch in "\n\x1b" for ch in drawn)
+    assert table([phone])[1].split()[-1] == "yes"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,8 +57,30 @@ class TerminalIO:
             print(text, file=self._err, flush=True)
 
     async def ask(self, prompt: str) -> str:
+        """``input_fn(prompt)`` in a daemon thread: Ctrl-C must not wait for Enter
+        (asyncio.to_thread's executor is joined at exit)."""
         self._clear()
-        return await asyncio.to_thread(self._input, prompt)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def settle(value: str | None, error: BaseException | None) -> None:
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(value or "")
+
+        def read() -> None:
+            try:
+                value, error = self._input(prompt), None
+            except BaseException as exc:  # EOFError, KeyboardInterrupt: the caller decides
+                value, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, value, error)
+
+        threading.Thread(target=read, name="btgw-prompt", daemon=True).start()
+        return await answer
 
     def scan_progress(self, phones: Sequence[FoundPhone], ignored: int, remaining: float) -> None:
         if not self._live:
