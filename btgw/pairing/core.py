@@ -44,6 +44,7 @@ from btgw.bluez.client import (
     BlueZVanished,
     Device,
     ObjectAdded,
+    ObjectRemoved,
 )
 from btgw.bluez.defs import normalise_mac
 from btgw.bluez.errors import (
@@ -352,6 +353,11 @@ class Pairing:
         def on_event(event: BlueZEvent) -> None:
             if isinstance(event, BlueZVanished):
                 active.clear()
+            elif isinstance(event, ObjectRemoved):
+                # Unplugged: a replug under the same hciN starts without our session.
+                for mac, path in list(active.items()):
+                    if path == event.path:
+                        del active[mac]
             elif isinstance(event, ObjectAdded | BlueZAppeared):
                 # An adapter (re)appeared: its session, if any, is gone.
                 for mac, path in list(active.items()):
@@ -413,8 +419,9 @@ class Pairing:
             except (BlueZNotRunningError, BlueZNoReplyError, ObjectGoneError):
                 continue
             except BlueZError as exc:
+                if not errors:
+                    LOGGER.warning("discovery on %s: %s (retrying)", found.hci, exc)
                 errors.append(exc)
-                LOGGER.warning("discovery on %s: %s", found.hci, exc)
                 continue
             active[mac] = found.path
             LOGGER.debug("discovery started on %s (%s)", found.hci, mac)
