@@ -23,7 +23,7 @@ from btgw.asterisk.mobile import MobileDevice, parse_show_devices
 from btgw.bluez.agent import PairingAgent
 from btgw.bluez.client import BlueZClient
 from btgw.bluez.sdp import async_find_hfp_ag_channel
-from btgw.config import GatewayConfig, load_config, parse_config
+from btgw.config import GatewayConfig, parse_config
 from btgw.pairing.core import FoundPhone, Pairing
 from btgw.pairing.tomledit import remove_phone
 from btgw.render import Sources
@@ -162,6 +162,11 @@ async def test_pair_from_scan_to_connected_and_free(
                     assert time.monotonic() - started < 30, rows
                     await asyncio.sleep(0.1)
                 total = time.monotonic() - started
+                paired_text = cfg_path.read_text()
+                paired_state = load_state(state_path)
+                # And back: unpair leaves the owner's file as it was and chan_mobile empty.
+                gone = await pairing.unpair(result.name)
+                rows_after = await devices(config)
     finally:
         await asyncio.to_thread(pbx.close)
 
@@ -175,9 +180,14 @@ async def test_pair_from_scan_to_connected_and_free(
         True,
         "Free",
     )
-    final = load_config(cfg_path)
+    final = parse_config(paired_text, cfg_path)
     assert [p.name for p in final.phones] == ["pixel_7_ana"]
-    assert cfg_path.read_text().startswith(text.rstrip("\n"))
-    learned = load_state(state_path).phones["pixel_7_ana"]
+    assert paired_text.startswith(text.rstrip("\n"))
+    learned = paired_state.phones["pixel_7_ana"]
     assert (learned.adapter, learned.channel) == (ADAPTER.mac, 7)
     assert any("does the phone show" in q for q in person.asked)
+
+    assert gone.removed_from_bluez == [ADAPTER.mac]
+    assert cfg_path.read_text() == text
+    assert "pixel_7_ana" not in load_state(state_path).phones
+    assert rows_after == []
