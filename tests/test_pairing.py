@@ -352,6 +352,17 @@ async def test_one_phone_per_adapter(rig: Rig, bluez_sim: BlueZSim) -> None:
     }
 
 
+async def test_adapter_chosen_by_config_id_is_pinned(rig: Rig) -> None:
+    rig.config_path.write_text(
+        rig.original + f'\n[[adapters]]\nid = "dongle1"\naddress = "{ADAPTER}"\n'
+    )
+    result = await rig.pairing.pair(address=PIXEL, name="pixel", adapter="dongle1", assume_yes=True)
+    assert result.adapter == ADAPTER
+    [phone] = load_config(rig.config_path).phones
+    assert phone.adapter == "dongle1"
+    assert load_state(rig.state_path).phones["pixel"].adapter == ADAPTER
+
+
 async def test_a_stranger_cannot_pair_while_a_window_is_open(
     rig: Rig, bluez_sim: BlueZSim, pairing_agent: PairingAgent
 ) -> None:

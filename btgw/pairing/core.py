@@ -566,6 +566,8 @@ class Pairing:
             NewPhone(
                 name=name,
                 address=device.address,
+                # --adapter with an [[adapters]] id: the owner's choice becomes a pin.
+                adapter=adapter if adapter in {a.id for a in config.adapters} else None,
                 comment=f"added by btgw pair on {self._now():%Y-%m-%d}",
             ),
         )
