@@ -202,22 +202,20 @@ async def test_out_of_range_dial_reaches_the_trunk_with_e164_caller_id(world: Wo
     assert attempt.get("DialStatus") == "CHANUNAVAIL"
 
 
-async def test_a_wrong_expectation_names_what_the_trunk_received(world: World) -> None:
-    await world.phone.out_of_range()
-    await world.wait_phone(connected=False, state=None)
-    trunk_mark = world.trunk.mark()
-    call = await world.pepe.dial(DIALLED, hold=0.3)
-    try:
-        await world.trunk.wait_invite(NUMBER, since=trunk_mark)
-        with pytest.raises(SippError) as failure:
-            await world.trunk.wait_invite("699999999", since=trunk_mark, timeout=0.5)
-        message = str(failure.value)
-        assert "an INVITE for 699999999" in message
-        assert f"INVITE sip:{NUMBER}@" in message  # what did arrive
-        assert TRUNK_CALLER_ID in message
-        await call.wait_ended()
-    finally:
-        await call.close()
+async def test_a_wrong_expectation_names_what_the_sip_phone_received(world: World) -> None:
+    mark = world.pepe.mark()
+    world.phone.ring(CALLER)
+    await world.pepe.wait_invite(caller=CALLER, since=mark)
+    with pytest.raises(SippError) as failure:
+        await world.pepe.wait_invite(caller="+34699999999", since=mark, timeout=0.3)
+    message = str(failure.value)
+    assert "pepe waited 0.3 s for an INVITE for any number with caller ID +34699999999" in message
+    port = world.pepe.endpoint.sip_port
+    assert f"got INVITE sip:pepe@127.0.0.1:{port} SIP/2.0 From: " in message
+    assert f"<sip:{CALLER}@127.0.0.1>" in message  # the caller ID that did arrive
+    await world.pepe.wait_answered(since=mark)
+    world.phone.far_end_hangup()
+    await world.pepe.wait_bye(since=mark)
 
 
 async def test_back_in_range_calls_go_through_the_mobile_again(world: World) -> None:
