@@ -59,3 +59,31 @@ async def test_trunk_down_says_the_trunk_saw_nothing_and_what_the_caller_got(
     message = str(not_answered.value)
     assert "pepe's call to 9600111222 was not answered (got SIP/2.0 " in message, message
     assert "it saw: sent INVITE sip:9600111222@" in message
+
+
+async def test_wrong_context_says_the_sip_phones_saw_nothing(
+    asterisk_root: Path, tmp_path: Path
+) -> None:
+    # chan_mobile.conf hand-edited to a context the dialplan lacks, then
+    # chan_mobile reloaded (unload + load) as apply would do it.
+    async with World(tmp_path) as world:
+        conf = world.pbx.etc_dir / "chan_mobile.conf"
+        text = conf.read_text()
+        assert "context = btgw-incoming-mobile" in text
+        conf.write_text(text.replace("btgw-incoming-mobile", "from-nowhere"))
+        for load in ("unload", "load"):
+            await world.ami.action("ModuleLoad", {"Module": "chan_mobile.so", "LoadType": load})
+        await world.wait_phone()
+        await world.phone.sim.wait_ready()
+        pepe, maria = world.pepe.mark(), world.maria.mark()
+        since = len(world.phone.commands)
+        world.phone.ring("+34600111222")
+        # chan_mobile finds no extension s in from-nowhere and hangs up.
+        await world.phone.sim.wait_command(r"AT\+CHUP", since=since)
+        with pytest.raises(SippError) as failure:
+            await world.pepe.wait_invite(caller="+34600111222", since=pepe, timeout=0.5)
+        assert world.maria.invites(maria) == []
+    assert str(failure.value) in {
+        f"pepe waited 0.5 s for an INVITE for any number with caller ID +34600111222; it saw: {saw}"
+        for saw in ("no SIP messages at all", "only qualify OPTIONS")
+    }

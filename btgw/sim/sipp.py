@@ -710,8 +710,13 @@ class Answerer:
         return out
 
     def describe(self, since: int = 0) -> str:
+        """What it saw from ``since`` on, for error messages; Asterisk's
+        qualify OPTIONS (and the answers to them) are left out as noise."""
         seen = self.messages[since:]
-        return "; ".join(m.summary() for m in seen) or "no SIP messages at all"
+        calls = [m for m in seen if m.method != "OPTIONS"]
+        if calls:
+            return "; ".join(m.summary() for m in calls)
+        return "only qualify OPTIONS" if seen else "no SIP messages at all"
 
     async def wait_invite(
         self,
