@@ -317,6 +317,8 @@ async def test_asterisk_restart_reconnects_and_publishes_again(
             took = time.monotonic() - restarted_at
             assert watcher.connected
             assert read(b.status).snapshot is not None
+            flips = [(round(t - restarted_at, 2), k, v) for t, k, v in supervisor.route_flips]
+            print(f"\nroute writes around the restart: {[f for f in flips if f[0] > 0]}")
             print(f"\nAsterisk restart -> route republished {took:.2f} s after restart began")
 
 

@@ -125,6 +125,7 @@ class AmiWatcher:
         self.trunks: dict[str, bool] = {}
         self.published: dict[str, str] = {}
         self.connected_at: float | None = None
+        self.synced = False  # the current session's first full read is done
         self.boots = 0  # FullyBooted seen (Asterisk (re)starts while we watched)
 
     # -- state ---------------------------------------------------------------
@@ -135,7 +136,9 @@ class AmiWatcher:
 
     @property
     def connected(self) -> bool:
-        return self._link is Link.CONNECTED and self._ami is not None
+        """Logged in and read once: until then "chan_mobile unknown" must not
+        be taken for "every phone down" (it would flip every route on reconnect)."""
+        return self._link is Link.CONNECTED and self._ami is not None and self.synced
 
     def _set(self, new: Link) -> None:
         if new is not self._link and new not in _ALLOWED[self._link]:
@@ -223,6 +226,8 @@ class AmiWatcher:
             extra=fields(Event.ASTERISK_CONNECTED),
         )
         await self.refresh()
+        self.synced = True
+        self._changed()
         self._spawn(self._poll(ami), "ami-poll")
         return ami
 
@@ -257,6 +262,7 @@ class AmiWatcher:
         async with self._lock:
             if self._ami is ami:
                 self._ami = None
+            self.synced = False
             self.mobile = None
             self.published.clear()
             self._set(Link.BACKING_OFF)
@@ -434,7 +440,7 @@ class AmiWatcher:
 
     def _require(self) -> AmiConnection:
         ami = self._ami
-        if ami is None or self._link is not Link.CONNECTED:
+        if ami is None or self._link is not Link.CONNECTED or not self.synced:
             raise AmiDisconnectedError(
                 "not connected to Asterisk's manager", "wait for the daemon to reconnect"
             )

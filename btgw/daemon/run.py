@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 
 from btgw.asterisk.ami import connector
@@ -87,8 +88,9 @@ async def serve(
         last = supervisor
 
         def alive() -> bool:
+            # last_decision is on the supervisor's clock, time.monotonic.
             return last.last_decision is not None and (
-                loop.time() - last.last_decision < 4 * interval
+                time.monotonic() - last.last_decision < 4 * interval
             )
 
         monitor = LoopMonitor(notifier, min(interval, 1.0), alive=alive)

@@ -312,14 +312,9 @@ class Supervisor:
         )
 
     def _complete(self) -> bool:
-        """The first observation is complete: AMI tried (and read if up), BlueZ tried."""
+        """The first observation is complete: AMI read (or refused), BlueZ tried."""
         w = self.watcher
-        ami_done = (
-            (w.connected and w.mobile is not None)
-            or w.failures > 0
-            or (w.connected and w.last_error is None and w.connected_at is not None)
-        )
-        return ami_done and self._bluez_tried
+        return (w.connected or w.failures > 0) and self._bluez_tried
 
     # -- acting --------------------------------------------------------------
 
