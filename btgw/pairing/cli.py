@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import sys
 import threading
@@ -19,18 +18,13 @@ from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.bluez.agent import PairingAgent
 from btgw.bluez.client import BlueZClient
-from btgw.bluez.sdp import SdpSocketFactory, async_find_hfp_ag_channel, unix_socket_factory
+from btgw.bluez.sdp import async_find_hfp_ag_channel
 from btgw.cliutil import AddCommand, load_all, state_path
 from btgw.config import GatewayConfig, config_path
 from btgw.errors import ExitCode
 from btgw.pairing.core import SCAN_TIMEOUT_S, WINDOW_S, FoundPhone, Pairing
 from btgw.render import Sources
-from btgw.sim.spec import sdp_path
 from btgw.state import State
-
-# For the simulated world: answer SDP over the phones' Unix sockets in this
-# folder instead of L2CAP (a machine without Bluetooth has no AF_BLUETOOTH).
-SDP_SOCKET_DIR_ENV = "BTGW_SIM_SDP_DIR"
 
 
 class TerminalIO:
@@ -116,15 +110,6 @@ def table(phones: Sequence[FoundPhone]) -> list[str]:
     return rows
 
 
-def _sdp_factory() -> SdpSocketFactory | None:
-    import os  # noqa: PLC0415
-
-    folder = os.environ.get(SDP_SOCKET_DIR_ENV)
-    if not folder:
-        return None
-    return unix_socket_factory(functools.partial(sdp_path, Path(folder)))
-
-
 @asynccontextmanager
 async def _pairing(
     args: argparse.Namespace, *, with_agent: bool, io: TerminalIO
@@ -135,12 +120,9 @@ async def _pairing(
     if with_agent:
         config, _, _, _ = load_all(args)
         storage = config.bluetooth.storage_dir
-    factory = _sdp_factory()
 
     async def find_channel(adapter_mac: str, phone_mac: str) -> int | None:
-        return await async_find_hfp_ag_channel(
-            storage, adapter_mac, phone_mac, socket_factory=factory
-        )
+        return await async_find_hfp_ag_channel(storage, adapter_mac, phone_mac)
 
     def applier(config: GatewayConfig, state: State) -> Applier:
         return Applier(
