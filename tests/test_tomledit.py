@@ -6,6 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from btgw.config import parse_config
 from btgw.errors import ConfigError
@@ -126,3 +128,35 @@ def test_a_file_it_cannot_edit_safely_is_refused() -> None:
         remove_phone(EXAMPLE.read_text(), "nobody")
     with pytest.raises(ConfigError, match="TOML syntax"):
         add_phone("[broken\n", PIXEL)
+
+
+# Pieces an owner's file is made of, tricky ones included: comments everywhere,
+# multi-line arrays and strings holding "[[phones]]", CR LF-free trailing spaces.
+_PIECES = [
+    "# a comment\n",
+    "\n",
+    "[bluetooth]\ninterval = 5   # trailing comment\n",
+    '[sip]\nlocal_nets = [\n  "192.168.1.0/24",  # [lan]\n  "10.0.0.0/8",\n]\n',
+    '[asterisk]\nconfig_dir = """\n/etc/asterisk\n"""\n',
+    "[x_note]\ntext = '''\n[[phones]]\nname = \"fake\"\n'''\n",
+    '[[phones]]\nname = "p{n}"\naddress = "00:11:22:33:44:{n:02X}"\n',
+    '[[phones]]  # with a comment\n# inside\nname = "q{n}"  # name\n'
+    'address = "00:11:22:33:55:{n:02X}"\n# a note after\n',
+    '[[trunks]]\nname = "t{n}"\n',
+]
+
+
+@given(st.lists(st.sampled_from(range(len(_PIECES))), max_size=12))
+def test_add_then_remove_is_the_identity(indexes: list[int]) -> None:
+    text = "".join(_PIECES[i].format(n=n) for n, i in enumerate(indexes))
+    try:
+        before = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return  # a table defined twice: not a file an owner could have
+    new = add_phone(text, PIXEL)
+    after = tomllib.loads(new)
+    assert after["phones"][-1] == {"name": "pixel_7", "address": "5C:F3:70:11:22:33"}
+    assert {k: v for k, v in after.items() if k != "phones"} == {
+        k: v for k, v in before.items() if k != "phones"
+    }
+    assert remove_phone(new, "pixel_7") == text

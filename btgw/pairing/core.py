@@ -587,6 +587,14 @@ class Pairing:
         save_state(self._state_path, new_state)
         atomic_write(self._config_path, new_text, keep_previous=True)
         self._io.say(f"added {name} to {self._config_path}; channel {channel} recorded")
+        LOGGER.info(
+            "%s: paired as %s through adapter %s, HFP AG on RFCOMM channel %d",
+            device.address,
+            name,
+            adapter_mac,
+            channel,
+            extra={"BTGW_EVENT": "phone_paired", "BTGW_PHONE": device.address},
+        )
         result = await self._apply(new_config, new_state, f"{name} is paired and saved")
         save_state(self._state_path, new_state)
         return PairResult(
@@ -801,6 +809,13 @@ class Pairing:
         new_state = assign_adapters(new_config, state.without_phone(name))
         atomic_write(self._config_path, new_text, keep_previous=True)
         save_state(self._state_path, new_state)
+        LOGGER.info(
+            "%s: unpaired %s (forgotten by %d adapter(s))",
+            phone.address,
+            name,
+            len(removed),
+            extra={"BTGW_EVENT": "phone_unpaired", "BTGW_PHONE": phone.address},
+        )
         result = await self._apply(new_config, new_state, f"{name} is forgotten")
         return UnpairResult(
             name=name, address=phone.address, removed_from_bluez=removed, apply=result
