@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import itertools
 import random
 
@@ -232,3 +234,18 @@ def test_next_delay_bounds() -> None:
         assert 0 < d <= 60.0
         assert d >= min(2.0**attempt, 60.0) / 2
     assert next_delay(1000, 60.0, lambda: 0.0) == 30.0  # no overflow
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "btgw.daemon.reconcile",
+        "btgw.daemon.ami_watch",
+        "btgw.daemon.events",
+        "btgw.daemon.systemd",
+    ],
+)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -16,10 +16,10 @@ import pytest
 from btgw.asterisk.ami import connector
 from btgw.bluez.client import BlueZClient
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
-from btgw.daemon.reconcile import Step
+from btgw.daemon.reconcile import Health, ReportHealth, Step
 from btgw.daemon.status import read
 from btgw.daemon.supervisor import Outcome, Supervisor
-from btgw.sim.asterisk import AsteriskInstance
+from btgw.sim.asterisk import SIP_TRANSPORT, AsteriskInstance
 from btgw.sim.bluez import BlueZSim
 from btgw.sim.dbus import PrivateBus
 from btgw.state import State, assign_adapters
@@ -33,6 +33,7 @@ pytestmark = [
 ]
 
 ADAPTER = "00:1A:7D:DA:71:10"
+_NONE = ReportHealth(Health.UNKNOWN, "")
 
 
 class Fake:
@@ -177,6 +178,52 @@ async def test_unreachable_bluez_is_reported_and_retried(
         assert "BlueZ unreachable" in reading.line
         assert reading.snapshot is not None
         assert reading.snapshot["bluez"]["state"] == "unreachable"
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_trunk_registration_is_watched(asterisk_factory, tmp_path: Path) -> None:
+    """A trunk whose registrar does not answer shows as not registered, and
+    health names it; the registration object is matched to its trunk."""
+    pbx = asterisk_factory(
+        extra_config={
+            "pjsip.conf": (
+                "#include pjsip_transport_test.conf\n\n"
+                f"[telnyx-reg-0]\ntype = registration\ntransport = {SIP_TRANSPORT}\n"
+                "server_uri = sip:127.0.0.1:9\nclient_uri = sip:gw@127.0.0.1:9\n"
+                "retry_interval = 60\n"
+            )
+        }
+    )
+    data = config_dict()
+    data["asterisk"]["ami"] = {
+        "host": pbx.ami_host,
+        "port": pbx.ami_port,
+        "user": pbx.ami_user,
+        "secret": pbx.ami_secret,
+    }
+    config = make_config(data)
+    watcher = AmiWatcher(connector(config.asterisk.ami, events=EVENT_CLASSES))
+    supervisor = Supervisor(
+        config,
+        assign_adapters(config, State()),
+        watcher,
+        Fake(lambda: None),
+        status_path=tmp_path / "status.json",
+        heartbeat=0.2,
+    )
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: "telnyx" in watcher.trunks, "the registration")
+        assert watcher.trunks == {"telnyx": False}
+        await until(
+            lambda: supervisor.health is not None and "telnyx" in supervisor.health.summary,
+            "health",
+        )
+        snapshot = read(tmp_path / "status.json").snapshot
+        assert snapshot is not None
+        assert snapshot["trunks"] == [{"name": "telnyx", "registered": False}]
     finally:
         supervisor.stop()
         await asyncio.wait_for(task, 10)

@@ -277,7 +277,7 @@ class Supervisor:
                 log.info(
                     "adapter %s: back; chan_mobile will be rebound when idle",
                     back,
-                    extra=fields(Event.ADAPTER_PREPARED, BTGW_ADAPTER=back),
+                    extra={"BTGW_ADAPTER": back},
                 )
                 self.rebind_wanted = True
         self._known_gone |= self.seen_adapters - present
