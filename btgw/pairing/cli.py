@@ -168,6 +168,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _pairing(args, with_agent=False, io=io) as pairing:
+            io.say(f"looking for phones for {args.timeout:g} s: open Bluetooth settings on them")
             result = await pairing.scan(args.timeout, adapter=args.adapter)
         io.done()
         if args.json:
