@@ -306,8 +306,12 @@ class SippProcess:
     def _spawn(self, binary: str) -> None:
         self.trace_path.touch()
         with self.console_path.open("ab") as console:
+            # setpriv execs SIPp (the PID stays SIPp's) with a parent-death
+            # signal, so a killed test run leaves no SIPp holding its ports.
+            setpriv = shutil.which("setpriv")
+            prefix = [setpriv, "--pdeathsig", "KILL"] if setpriv else []
             self._proc = subprocess.Popen(
-                [binary, *self._argv],
+                [*prefix, binary, *self._argv],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=console,
