@@ -37,7 +37,8 @@ async def test_wrong_rfcomm_channel_says_the_phone_saw_no_link(
 async def test_trunk_down_says_the_trunk_saw_nothing_and_what_the_caller_got(
     asterisk_root: Path, tmp_path: Path
 ) -> None:
-    async with World(tmp_path) as world:
+    # T1 100 ms: PJSIP gives up on the dead trunk after 6.4 s instead of 32 s.
+    async with World(tmp_path, options=WorldOptions(sip_timer_t1=100)) as world:
         await world.wait_phone()
         await world.phone.out_of_range()
         await world.wait_phone(connected=False, state=None)
@@ -49,9 +50,9 @@ async def test_trunk_down_says_the_trunk_saw_nothing_and_what_the_caller_got(
             assert "telnyx waited 0.5 s for an INVITE for 600111222; it saw: " in str(
                 no_invite.value
             )
-            # PJSIP gives up on the silent trunk after SIP timer B (32 s).
+            # PJSIP gives up on the silent trunk after timer B (64 * T1).
             with pytest.raises(SippError) as not_answered:
-                await call.wait_answered(timeout=40)
+                await call.wait_answered(timeout=15)
             attempt = await world.wait_user_event("BtgwTrunkAttempt", since=0, Number="600111222")
             assert attempt.get("DialStatus") == "CHANUNAVAIL", attempt.as_dict()
         finally:
