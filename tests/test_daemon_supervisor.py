@@ -18,7 +18,8 @@ from btgw.bluez.client import BlueZClient
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
 from btgw.daemon.reconcile import Health, ReportHealth, Step
 from btgw.daemon.status import read
-from btgw.daemon.supervisor import Outcome, Supervisor
+from btgw.daemon.supervisor import PREPARE_RETRY_S, Outcome, Supervisor
+from btgw.errors import BluetoothError
 from btgw.sim.asterisk import SIP_TRANSPORT, AsteriskInstance
 from btgw.sim.bluez import BlueZSim
 from btgw.sim.dbus import PrivateBus
@@ -224,6 +225,55 @@ async def test_trunk_registration_is_watched(asterisk_factory, tmp_path: Path) -
         snapshot = read(tmp_path / "status.json").snapshot
         assert snapshot is not None
         assert snapshot["trunks"] == [{"name": "telnyx", "registered": False}]
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_failed_preparation_is_retried_later_not_in_a_loop(
+    asterisk: AsteriskInstance, private_bus: PrivateBus, bluez_sim: BlueZSim, tmp_path: Path
+) -> None:
+    data = config_dict()
+    data["asterisk"]["ami"] = {
+        "host": asterisk.ami_host,
+        "port": asterisk.ami_port,
+        "user": asterisk.ami_user,
+        "secret": asterisk.ami_secret,
+    }
+    config = make_config(data)
+    offset = 0.0
+    supervisor: Supervisor | None = None
+
+    class Failing(Fake):
+        async def prepare_adapter(self, address: str, hci: str) -> None:
+            self.log.append(("try", address))
+            if self.log.count(("try", address)) == 1:
+                raise BluetoothError("hci0 is busy", "wait")
+            await super().prepare_adapter(address, hci)
+
+    async def connect_bluez() -> BlueZClient:
+        client = BlueZClient(bus_address=private_bus.address)
+        await client.start()
+        return client
+
+    fake = Failing(lambda: supervisor.bluez if supervisor else None)
+    supervisor = Supervisor(
+        config,
+        assign_adapters(config, State()),
+        AmiWatcher(connector(config.asterisk.ami)),
+        fake,
+        connect_bluez=connect_bluez,
+        clock=lambda: time.monotonic() + offset,
+        heartbeat=0.1,
+    )
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: ("try", ADAPTER) in fake.log, "the first try")
+        await asyncio.sleep(0.5)  # several decisions
+        assert [e for e in fake.log if e[0] in ("try", "prepare")] == [("try", ADAPTER)]
+        offset = PREPARE_RETRY_S + 1
+        supervisor.wake()
+        await until(lambda: ("prepare", ADAPTER) in fake.log, "the retry")
     finally:
         supervisor.stop()
         await asyncio.wait_for(task, 10)

@@ -61,6 +61,10 @@ POWER_CYCLE_PAUSE_S: Final = 1.0
 """Between Powered=false and true: bluetoothd needs a moment to tear down
 the controller's links before it powers up again."""
 
+PREPARE_RETRY_S: Final = 60.0
+"""After a failed adapter preparation (HCI busy, adapter resetting), try
+again this much later rather than on every decision."""
+
 BLUEZ_RETRY_CAP_S: Final = 30.0
 """Longest pause between attempts to reach the system bus / BlueZ."""
 
@@ -194,6 +198,7 @@ class Supervisor:
         self.prepared: set[str] = set()
         self.seen_adapters: set[str] = set()
         self._known_gone: set[str] = set()  # adapters seen, then gone
+        self._prepare_failed: dict[str, float] = {}  # address -> when it last failed
         self.rebind_wanted = False
         self.ready = False
         self.health: ReportHealth | None = None
@@ -293,6 +298,11 @@ class Supervisor:
         }
         return adapters, phones
 
+    def _resting(self) -> set[str]:
+        """Adapters whose preparation failed recently: not retried yet."""
+        now = self._clock()
+        return {a for a, t in self._prepare_failed.items() if now - t < PREPARE_RETRY_S}
+
     def observe(self) -> Observed:
         adapters, phones = self._observe_bluez()
         w = self.watcher
@@ -305,7 +315,7 @@ class Supervisor:
             trunks=dict(w.trunks),
             published=dict(w.published),
             tracks=dict(self.tracks),
-            prepared=frozenset(self.prepared),
+            prepared=frozenset(self.prepared | self._resting()),
             rebind_wanted=self.rebind_wanted,
             chan_mobile_interval=float(self.config.bluetooth.interval),
             bluez_expected=self._connect_bluez is not None,
@@ -336,6 +346,7 @@ class Supervisor:
             elif isinstance(action, PrepareAdapter):
                 await self.effects.prepare_adapter(action.address, action.hci)
                 self.prepared.add(action.address.upper())
+                self._prepare_failed.pop(action.address.upper(), None)
                 log.info(
                     "adapter %s (%s): prepared",
                     action.address,
@@ -362,8 +373,8 @@ class Supervisor:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             log.warning("daemon: %s failed: %s", type(action).__name__, message)
             if isinstance(action, PrepareAdapter):
-                # Do not retry in a tight loop: count it prepared until it reappears.
-                self.prepared.add(action.address.upper())
+                # Not in a tight loop: decide() sees it as prepared until the pause ends.
+                self._prepare_failed[action.address.upper()] = self._clock()
 
     async def _publish(self, action: PublishRoute) -> None:
         await self.effects.publish(action.key, action.value.value)
@@ -492,7 +503,9 @@ class Supervisor:
             return
         snap = self.snapshot()
         now = self._wall()
-        if not force and snap == self._last_snapshot and now - self._last_write < self._heartbeat:
+        # 0.8: the loop wakes every heartbeat; a write just short of it must not wait a second one.
+        fresh = now - self._last_write < 0.8 * self._heartbeat
+        if not force and snap == self._last_snapshot and fresh:
             return
         self._last_snapshot = snap
         self._last_write = now
