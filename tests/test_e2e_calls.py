@@ -190,11 +190,16 @@ async def test_out_of_range_dial_reaches_the_trunk_with_e164_caller_id(world: Wo
     await world.phone.out_of_range()
     await world.wait_phone(connected=False, state=None)
     trunk_mark, events = world.trunk.mark(), world.mark()
-    call = await world.pepe.dial(DIALLED, hold=0.3)
+    trunk_rtp = world.trunk.rtp.stats.rx_loud_packets
+    call = await world.pepe.dial(DIALLED, hold=1.0)
     try:
         invite = await world.trunk.wait_invite(NUMBER, caller=TRUNK_CALLER_ID, since=trunk_mark)
+        # The E.164 caller ID travels in P-Asserted-Identity; From carries
+        # the trunk's username (endpoint/from_user).
         assert invite.pai_user == TRUNK_CALLER_ID, invite
+        assert invite.from_user == "gateway", invite
         await call.wait_answered()
+        await world.trunk.wait_rtp(trunk_rtp + RTP_PACKETS)  # pepe's voice at the provider
         assert await call.wait_ended() == 0
     finally:
         await call.close()
