@@ -125,6 +125,7 @@ async def test_busy_phone_sends_the_second_call_to_the_trunk(world: World) -> No
             await second.close()
         attempt = await world.wait_user_event("BtgwMobileAttempt", since=events, Number="600333444")
         assert attempt.get("DialStatus") == "CHANUNAVAIL"
+        assert not [c for c in world.phone.commands if c.startswith("ATD600333444")]
         world.phone.far_end_hangup()
         await first.wait_ended()
     finally:

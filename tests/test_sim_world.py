@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
 
 import pytest
 
@@ -27,6 +28,8 @@ async def test_world_comes_up_with_generated_config_and_phone_free(tmp_path):
     text = out.getvalue()
     assert "status: mimovil A4:C3:F0:85:AC:2D: connected, Free" in text, text
     assert "reloaded pbx_config, res_pjsip" in text
+    if shutil.which("sipp"):
+        assert "SIP phones pepe (201) and maria (202) registered" in text
     # The phone really did the HFP handshake chan_mobile sends.
     assert "AT+BRSF=4" in seen["phone"].commands
     # chan_mobile.conf on the PBX is btgw's, with the phone's learned channel.
