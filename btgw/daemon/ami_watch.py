@@ -204,12 +204,12 @@ class AmiWatcher:
         except AmiAuthError as exc:
             async with self._lock:
                 self._set(Link.AUTH_FAILED)
-            self._failed(exc, auth=True)
+            self._failed(exc)
             return None
         except AmiError as exc:
             async with self._lock:
                 self._set(Link.BACKING_OFF)
-            self._failed(exc, auth=False)
+            self._failed(exc)
             return None
         ami.on_event(self._on_event)
         async with self._lock:
@@ -231,13 +231,14 @@ class AmiWatcher:
         self._spawn(self._poll(ami), "ami-poll")
         return ami
 
-    def _failed(self, exc: AmiError, *, auth: bool) -> None:
+    def _failed(self, exc: AmiError) -> None:
+        """Count and log a failed attempt (the pause is chosen by the link state)."""
         first = self.failures == 0 or type(exc) is not type(self.last_error)
         self.failures += 1
         self.last_error = exc
+        # A refused login is expected operator trouble, not a bug: WARNING with
+        # the fix once, DEBUG while it persists (ERROR is for the unexpected).
         level = logging.WARNING if first else logging.DEBUG
-        if auth:
-            level = logging.ERROR if first else logging.DEBUG
         log.log(
             level,
             "Asterisk: %s (%s); attempt %d",
