@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from btgw.cliutil import AddCommand
 from btgw.daemon import status as snap
+
+if TYPE_CHECKING:  # btgw.cliutil pulls in the pydantic config models
+    from btgw.cliutil import AddCommand
 
 
 def _status_file_option(p: argparse.ArgumentParser) -> None:
