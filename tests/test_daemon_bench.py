@@ -336,7 +336,8 @@ async def test_wrong_ami_secret_then_fixed(
             await until(lambda: watcher.failures >= 3, "three refused logins")
             assert watcher.link in (Link.AUTH_FAILED, Link.CONNECTING)
             refused = [r for r in caplog.records if "refused login" in r.getMessage()]
-            assert [r.levelno for r in refused[:3]] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+            levels = [r.levelno for r in refused[:3]]
+            assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]
             assert "manager.d/btgw.conf" in refused[0].getMessage()
             await until(lambda: supervisor.ready, "READY (a refused login is a complete answer)")
             reading = read(b.status)
