@@ -187,21 +187,6 @@ def sock_dir(tmp_path: Path) -> Iterator[Path]:
     path.rmdir()
 
 
-def usable_filters(manager: str) -> str:
-    """Work around render/manager.py's event filters: Asterisk matches the
-    regex against the whole event text (``Event: X\r\nPrivilege: ...``), so
-    ``Event: MobileStatus$`` never matches and btgw's user gets no
-    MobileStatus, Hangup, Registry... events.  Drop the ``$`` until the
-    renderer is fixed (see test_generated_event_filters_pass_mobile_status)."""
-    return (
-        "\n".join(
-            line.rstrip("$") if line.startswith("eventfilter") else line
-            for line in manager.splitlines()
-        )
-        + "\n"
-    )
-
-
 @contextlib.asynccontextmanager
 async def bench(
     root: Path, shim: Path, tmp: Path, sock_dir: Path, *, phones: int = 1, ami_secret: str = ""
@@ -231,9 +216,7 @@ async def bench(
         )
         sources = Sources(path, tmp / "state.json")
         rendered = render_all(config, assign_adapters(config, State()), sources)
-        manager = usable_filters(
-            render_all(installed, assign_adapters(config, State()), sources)[MANAGER]
-        )
+        manager = render_all(installed, assign_adapters(config, State()), sources)[MANAGER]
         (pbx.etc_dir / MANAGER.name).parent.mkdir(parents=True, exist_ok=True)
         (pbx.etc_dir / MANAGER.name).write_text(manager)
         (pbx.etc_dir / CHAN_MOBILE.name).write_text(rendered[CHAN_MOBILE])
@@ -347,7 +330,7 @@ async def test_wrong_ami_secret_then_fixed(
             manager = render_all(
                 b.config, assign_adapters(b.config, State()), Sources(tmp_path, tmp_path)
             )[MANAGER]
-            (b.pbx.etc_dir / MANAGER.name).write_text(usable_filters(manager))
+            (b.pbx.etc_dir / MANAGER.name).write_text(manager)
             await asyncio.to_thread(b.pbx.cli, "manager reload")
             fixed_at = time.monotonic()
             await until(lambda: watcher.connected, "the connection", timeout=5)
@@ -405,11 +388,6 @@ async def test_recovery_step_waits_for_a_call_to_end(
                 await ami.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render/manager.py anchors event filters with $, which never matches the "
-    "whole event text: btgw's AMI user receives no MobileStatus (reported to its owner)",
-)
 async def test_generated_event_filters_pass_mobile_status(
     asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
 ) -> None:

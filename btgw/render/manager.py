@@ -39,7 +39,11 @@ def render_manager(config: GatewayConfig, sources: Sources) -> str:
         ("write", ",".join(WRITE_CLASSES)),
         ("writetimeout", "5000"),
     ]
-    pairs += [("eventfilter", f"Event: {event}$") for event in EVENTS]
+    # Asterisk matches a filter against the whole event text ("Event: X\r\n
+    # Privilege: ..."), so `$` would never match; POSIX regex has no \r, so
+    # [[:space:]] ends the name: exactly this event, not one whose name only
+    # starts with it.
+    pairs += [("eventfilter", f"^Event: {event}[[:space:]]") for event in EVENTS]
     return (
         header(sources, "manager.d/btgw.conf: the AMI user btgw logs in as")
         + f"\n[{ami.user}]\n"
