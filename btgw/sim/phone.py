@@ -806,7 +806,9 @@ class SimPhone:
                         return result
                     if self._changed is None:
                         self._changed = asyncio.get_running_loop().create_future()
-                    await self._changed
+                    # Shielded: the future is shared by every waiter, and a
+                    # waiter that times out must not cancel it for the others.
+                    await asyncio.shield(self._changed)
         except TimeoutError:
             raise PhoneError(
                 f"{self._prefix} waited {timeout:g} s for {what}; now {self.state}"
