@@ -10,12 +10,14 @@ before each test: phone in range, idle and Free, no calls.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 
 import pytest
 
 from btgw.asterisk.mobile import MobileState
 from btgw.sim.hfp import CallState
+from btgw.sim.phone import PhoneError
 from btgw.sim.sipp import SippError
 from btgw.sim.world import TRUNK_CALLER_ID, World
 
@@ -92,7 +94,7 @@ async def test_incoming_call_to_a_silent_sip_phone_still_gets_the_callers_audio(
 
 async def test_dial_out_through_the_mobile(world: World) -> None:
     since = len(world.phone.commands)
-    trunk_mark = world.trunk.mark()
+    trunk_mark, events = world.trunk.mark(), world.mark()
     rtp_before = world.pepe.rtp.stats.rx_loud_packets
     call = await world.pepe.dial(DIALLED)
     try:
@@ -105,6 +107,10 @@ async def test_dial_out_through_the_mobile(world: World) -> None:
     finally:
         await call.close()
     assert world.trunk.invites(trunk_mark) == []
+    # Answered attempts are reported too (Dial's g option), not only failures.
+    await world.wait_user_event(
+        "BtgwMobileAttempt", since=events, Number=NUMBER, DialStatus="ANSWER"
+    )
 
 
 async def test_busy_phone_sends_the_second_call_to_the_trunk(world: World) -> None:
@@ -154,10 +160,18 @@ async def test_a_dozen_calls_in_well_under_20_s(world: World) -> None:
         world.phone.ring(f"+3460022{index:04d}")
         await world.pepe.wait_answered(since=mark)
         await world.phone.sim.wait_call(CallState.ACTIVE)
+        ended_at = len(world.phone.commands)
         world.phone.far_end_hangup()
         await world.pepe.wait_bye(since=mark)
         await world.wait_no_channels()
         await world.wait_phone()
+        # chan_mobile often answers a far-end hangup of an incoming call with a
+        # late AT+CHUP, sent after its channel is gone and the device shows
+        # Free; an ATD placed in those few milliseconds is hung up by it and
+        # the call falls to the trunk (CHANUNAVAIL).  A person never dials that
+        # fast; let the CHUP arrive when it comes (bounded: it may not come).
+        with contextlib.suppress(PhoneError):
+            await world.phone.sim.wait_command(r"AT\+CHUP", since=ended_at, timeout=0.5)
     elapsed = time.monotonic() - started
     print(f"\n12 calls (6 out via the mobile, 6 in) in {elapsed:.2f} s")
     assert elapsed < 20, f"12 calls took {elapsed:.1f} s"
@@ -173,12 +187,6 @@ async def test_sms_runs_the_sms_extension_visible_over_ami(world: World) -> None
     assert base64.b64decode(event.get("TextBase64"), validate=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render/dialplan.py's ${REPLACE(SMSTXT,\\r\\n)} reaches REPLACE as the letters "
-    "'r' and 'n': on Asterisk 22.10.1 it deletes every r and n from the text and keeps "
-    "chan_mobile's CR LF ('Nos vemos e Madid: a las 9, vale?\\r\\n')",
-)
 async def test_sms_text_reaches_ami_whole_without_cr_lf(world: World) -> None:
     since = world.mark()
     world.phone.send_sms("+34600555666", SMS_TEXT)
@@ -195,10 +203,10 @@ async def test_out_of_range_dial_reaches_the_trunk_with_e164_caller_id(world: Wo
     call = await world.pepe.dial(DIALLED, hold=1.0)
     try:
         invite = await world.trunk.wait_invite(NUMBER, caller=TRUNK_CALLER_ID, since=trunk_mark)
-        # The E.164 caller ID travels in P-Asserted-Identity; From carries
-        # the trunk's username (endpoint/from_user).
+        # The E.164 caller ID travels in both From and P-Asserted-Identity:
+        # providers read one or the other.
         assert invite.pai_user == TRUNK_CALLER_ID, invite
-        assert invite.from_user == "gateway", invite
+        assert invite.from_user == TRUNK_CALLER_ID, invite
         await call.wait_answered()
         await world.trunk.wait_rtp(trunk_rtp + RTP_PACKETS)  # pepe's voice at the provider
         assert await call.wait_ended() == 0

@@ -184,7 +184,7 @@ def test_rendered_files_match_model(config):
         assert (f"Dial({ring},30)" in incoming["s"]) == bool(ring)
         assert set(incoming) == {"s", "sms"}
         outbound = extensions(plan["btgw-outbound"])["_X."]
-        assert f"Dial(Mobile/g{config.outbound.mobile_group}/${{EXTEN}},60)" in outbound
+        assert f"Dial(Mobile/g{config.outbound.mobile_group}/${{EXTEN}},60,g)" in outbound
 
 
 def test_injection_is_impossible_for_air_names():

@@ -95,9 +95,12 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
     sms = [
         "NoOp(btgw: SMS on ${CHANNEL(name)})",
         _n(phone_of_channel),
-        # SMSTXT ends with CR LF; both would break AMI framing.  SMSSRC comes
-        # from the network: keep only what a phone number can hold.
-        _n("Set(BTGW_SMSTXT=${REPLACE(SMSTXT,\\r\\n)})"),
+        # SMSTXT ends with CR LF; both would break AMI framing.  pbx_config
+        # eats one level of backslashes, so REPLACE must be given \\r\\n to
+        # see \r\n (with one level it deletes the letters r and n: seen on
+        # Asterisk 22.10.1).  SMSSRC comes from the network: keep only what a
+        # phone number can hold.
+        _n("Set(BTGW_SMSTXT=${REPLACE(SMSTXT,\\\\r\\\\n)})"),
         _n("Set(BTGW_SMSSRC=${FILTER(0-9+,${SMSSRC})})"),
         # Base64 keeps commas and colons in the text from splitting the event.
         _n(
@@ -167,7 +170,9 @@ def _outbound_context(config: GatewayConfig) -> str:
                 f'GotoIf($["${{IF(${{DB_EXISTS({key})}}?${{DB_RESULT}})}}" = "{ROUTE_DOWN}"]'
                 f"?skip-mobile)"
             ),
-            _n(f"Dial(Mobile/g{group}/${{EXTEN}},{timeout})"),
+            # g: go on in the dialplan when the far end hangs up, so the
+            # attempt's UserEvent is raised for answered calls too.
+            _n(f"Dial(Mobile/g{group}/${{EXTEN}},{timeout},g)"),
             _n(
                 f"UserEvent(BtgwMobileAttempt,Group: {group},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
@@ -185,7 +190,7 @@ def _outbound_context(config: GatewayConfig) -> str:
         nxt = f"trunk-{index + 1}" if index < len(trunks) else "failed"
         steps += [
             _n(f"Set(CALLERID(num)={trunk.caller_id})", f"trunk-{index}"),
-            _n(f"Dial(PJSIP/${{EXTEN}}@{trunk.name},{timeout})"),
+            _n(f"Dial(PJSIP/${{EXTEN}}@{trunk.name},{timeout},g)"),
             _n(
                 f"UserEvent(BtgwTrunkAttempt,Trunk: {trunk.name},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"

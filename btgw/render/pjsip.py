@@ -109,7 +109,9 @@ def _trunk(trunk: TrunkConfig, config: GatewayConfig) -> str:
         ("endpoint/allow", ",".join(trunk.codecs)),
         ("endpoint/direct_media", "no"),
         ("endpoint/rtp_timeout", str(config.sip.rtp_timeout)),
-        ("endpoint/from_user", trunk.username),
+        # No from_user: From then carries the E.164 caller ID the dialplan sets,
+        # as P-Asserted-Identity does; providers reject calls whose caller ID is
+        # not a number the account owns, and some read only From.
         ("endpoint/send_pai", "yes"),
         ("endpoint/callerid", f"<{trunk.caller_id}>"),
         ("identify/match", ",".join(trunk.match)),
