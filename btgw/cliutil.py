@@ -18,9 +18,10 @@ STATE_ENV = "BTGW_STATE"
 Handler = Callable[[argparse.Namespace], int]
 """A subcommand: parsed arguments in, exit code out; raises BtgwError."""
 
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
-"""Registers a subcommand (name, handler, help) and returns its parser; every
-command gets ``--json``."""
+AddCommand = Callable[[str, Handler | str, str], argparse.ArgumentParser]
+"""Registers a subcommand (name, handler or ``"module:function"``, help) and
+returns its parser; every command gets ``--json``.  Name the handler as a
+string to import its module only when the command runs."""
 
 
 def state_path(args: argparse.Namespace) -> Path:

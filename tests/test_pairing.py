@@ -26,7 +26,7 @@ from btgw.cli import main
 from btgw.config import GatewayConfig, load_config
 from btgw.errors import ConfigError, ExitCode
 from btgw.pairing import core, tomledit
-from btgw.pairing.cli import TerminalIO, table
+from btgw.pairing.commands import TerminalIO, table
 from btgw.pairing.core import (
     FoundPhone,
     Pairing,

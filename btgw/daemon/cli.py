@@ -44,17 +44,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     return reading.code
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from btgw.daemon.run import run_daemon  # noqa: PLC0415 - keep status/health light
-
-    return run_daemon(args)
-
-
 def register(add: AddCommand) -> None:
     """Add this package's subcommands with ``add``."""
     p = add(
         "run",
-        cmd_run,
+        "btgw.daemon.run:run_daemon",
         "run the gateway daemon: watch phones and Asterisk, steer failover, recover, report",
     )
     _status_file_option(p)

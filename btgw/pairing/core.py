@@ -60,6 +60,7 @@ from btgw.bluez.errors import (
 from btgw.config import AdapterConfig, GatewayConfig, PhoneName, load_config, parse_config
 from btgw.errors import BluetoothError, BtgwError, ConfigError, ExitCode
 from btgw.fsutil import atomic_write
+from btgw.pairing.defaults import SCAN_TIMEOUT_S, WINDOW_S
 from btgw.pairing.tomledit import NewPhone, add_phone, remove_phone
 from btgw.state import LearnedPhone, State, assign_adapters, load_state, save_state
 
@@ -79,12 +80,6 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-# How long the agent accepts the chosen phone's pairing: a person has to
-# unlock the phone and compare six digits; bluetoothd's own agent timeout is 60 s.
-WINDOW_S: Final = 90.0
-# Discovery in `btgw scan` by default: phones answer inquiry within ~10 s
-# (inquiry length 10.24 s in BlueZ), a second round catches slow ones.
-SCAN_TIMEOUT_S: Final = 15.0
 # Waiting for bluetoothd to come back (restart) before giving up on a step.
 BLUEZ_BACK_S: Final = 15.0
 # Waiting for the agent to be registered with (a restarted) bluetoothd.
