@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.apply_bench import bench_asterisk, measure
+from bench.cli_bench import measure_cli
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEADLINE = (8, 50, 2)
@@ -69,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         headline = measure(bench, *HEADLINE, reps=args.reps)
         print(row(headline), " <- headline (targets: apply <= 300 ms, no-op <= 50 ms)")
         results["headline"] = headline
+        cli = measure_cli(bench.pbx, bench.work, reps=args.reps)
+        results["cli"] = cli
+        print("\ncli: whole process, median of", args.reps, "(target: <= 2x asterisk -rx)")
+        for name in ("status", "health", "asterisk -rx"):
+            ratio = cli[name].get("ratio_to_asterisk_rx")
+            extra = f"  {ratio:.2f}x asterisk -rx" if ratio else ""
+            median, p95 = cli[name]["median_ms"], cli[name]["p95_ms"]
+            print(f"  {name:<13} {median:7.1f} ms  p95 {p95:7.1f} ms{extra}")
+        print()
+        print(HEADER)
         if not args.quick:
             results["scale"] = []
             for phones in PHONES:
