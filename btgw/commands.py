@@ -127,7 +127,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from btgw.sim.world import run_world  # noqa: PLC0415
 
     try:
-        asyncio.run(run_world(sys.stdout, duration=args.duration))
+        asyncio.run(
+            run_world(sys.stdout, duration=args.duration, daemon=not args.no_daemon, demo=args.demo)
+        )
     except KeyboardInterrupt:
         print("btgw sim: stopped; everything it started is gone", file=sys.stderr)
     return ExitCode.OK

@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import secrets
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -31,6 +32,7 @@ from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, pa
 from btgw.config import GatewayConfig, parse_config
 from btgw.errors import BtgwError
 from btgw.render import Sources
+from btgw.render.dialplan import ROUTE_DB_FAMILY, route_key
 from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
 from btgw.sim.asterisk import (
     AsteriskInstance,
@@ -253,6 +255,8 @@ class World:
         self._event_seen = asyncio.Event()
         self.startup_seconds = 0.0
         self.bluez: BlueZSim | None = None
+        self.bus_address: str | None = None
+        """The private system bus the BlueZ simulator serves (None without BlueZ)."""
         self._ami: AmiConnection | None = None
         self._pepe: SipPhone | None = None
         self._maria: SipPhone | None = None
@@ -295,6 +299,11 @@ class World:
     @property
     def ami(self) -> AmiConnection:
         return _started(self._ami, "AMI")
+
+    @property
+    def config_path(self) -> Path:
+        """The world's btgw.toml."""
+        return self.base / "btgw.toml"
 
     @property
     def connect(self) -> AmiFactory:
@@ -347,7 +356,7 @@ class World:
             ports = reserve_port_block()
             stack.callback(ports.release)
         trunk_port = ports.base + 32 if ports else 5060
-        cfg_path = base / "btgw.toml"
+        cfg_path = self.config_path
         cfg_path.write_text(
             world_config(
                 pbx,
@@ -407,6 +416,7 @@ class World:
             bus = PrivateBus(self.base / "dbus")
             address = await asyncio.to_thread(bus.start)
             stack.callback(bus.stop)
+            self.bus_address = address
             bluez = BlueZSim(
                 air, address, storage_root=self.base / "bluetooth", page_delay=0.01, link_idle=None
             )
@@ -607,12 +617,18 @@ async def run_world(
     *,
     workdir: Path | None = None,
     duration: float | None = None,
+    daemon: bool = True,
+    demo: bool = False,
     on_ready: Callable[[SimPhone, AsteriskInstance, GatewayConfig], None] | None = None,
 ) -> None:
-    """Bring the world up, print status changes, tear it down.
+    """Bring the world up with the real ``btgw run`` in it, print status
+    changes, tear everything down.
 
-    Runs until cancelled (Ctrl-C) or for ``duration`` seconds.  The SIP phones
-    and trunk join when SIPp is installed.
+    Runs until cancelled (Ctrl-C) or for ``duration`` seconds (after the demo,
+    when there is one).  The SIP phones
+    and trunk join when SIPp is installed.  ``demo`` walks the phone out of
+    range and back once the daemon is ready, so the route can be seen
+    following it.
 
     Raises:
         BtgwError: a part of the world could not start (the message says which).
@@ -623,24 +639,121 @@ async def run_world(
         async with World(base, options=options, out=out) as world:
             if on_ready is not None:
                 on_ready(world.phone.sim, world.pbx, world.config)
-            await _watch(world.connect, out, duration)
+            async with contextlib.AsyncExitStack() as processes:
+                status_file = base / "status.json"
+                if daemon:
+                    await processes.enter_async_context(_daemon(world, status_file, out))
+                watch = asyncio.create_task(_watch(world, status_file if daemon else None, out))
+                try:
+                    if demo:
+                        await _demo(world, out)
+                    if duration is None:
+                        await watch
+                    else:  # the duration counts from the end of the demo
+                        await asyncio.sleep(duration)
+                finally:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch
 
 
-async def _watch(connect: AmiFactory, out: TextIO, duration: float | None) -> None:
-    ami = await connect()
-    loop = asyncio.get_running_loop()
-    deadline = None if duration is None else loop.time() + duration
-    last = ""
+@contextlib.asynccontextmanager
+async def _daemon(world: World, status_file: Path, out: TextIO) -> AsyncIterator[None]:
+    """``btgw run`` as its own process against the world, stopped by PID."""
+    argv = [
+        sys.executable,
+        "-m",
+        "btgw.cli",
+        "--config",
+        str(world.config_path),
+        "--state",
+        str(world.base / "state.json"),
+        "run",
+        "--status-file",
+        str(status_file),
+    ]
+    if world.bus_address is not None:
+        argv += ["--bus-address", world.bus_address]
+    else:
+        argv.append("--no-bluez")
+    log_path = world.base / "btgw-run.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT
+        )
+    print(f"btgw sim: btgw run started (pid {proc.pid}), its log: {log_path}", file=out, flush=True)
     try:
-        while deadline is None or loop.time() < deadline:
-            try:
-                reply = await ami.action("Command", {"Command": "mobile show devices"}, check=False)
-                line = status_line(reply.output)
-            except AmiError as exc:
-                line = f"Asterisk: {exc.message}"
-            if line != last:
-                print(f"status: {line}", file=out, flush=True)
-                last = line
-            await asyncio.sleep(0.5)
+        yield
     finally:
-        await ami.close()
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        print(f"btgw sim: btgw run stopped (exit {proc.returncode})", file=out, flush=True)
+
+
+async def _route(world: World) -> str:
+    reply = await world.ami.action(
+        "DBGet", {"Family": ROUTE_DB_FAMILY, "Key": route_key(1)}, check=False
+    )
+    values = [e.get("Val") for e in reply.events if e.event == "DBGetResponse"]
+    return values[0] if values else "unset"
+
+
+async def _wait_route(world: World, want: str, timeout: float) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(timeout):
+        # AstDB writes raise no AMI event, so the route is read until it changes.
+        while await _route(world) != want:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return loop.time() - start
+
+
+async def _demo(world: World, out: TextIO) -> None:
+    """The phone walks away and comes back; the route follows it."""
+    await _wait_route(world, "up", timeout=30)
+    print("demo: the phone walks out of range...", file=out, flush=True)
+    await world.phone.out_of_range()
+    flipped = await _wait_route(world, "down", timeout=30)
+    print(
+        f"demo: route g1 is down {flipped * 1000:.0f} ms later: calls go to the trunk",
+        file=out,
+        flush=True,
+    )
+    print("demo: the phone comes back in range...", file=out, flush=True)
+    await world.phone.back_in_range()
+    back = await _wait_route(world, "up", timeout=60)
+    print(
+        f"demo: route g1 is up again {back:.1f} s later (chan_mobile reconnects every "
+        f"{world.config.bluetooth.interval} s)",
+        file=out,
+        flush=True,
+    )
+
+
+async def _watch(world: World, status_file: Path | None, out: TextIO) -> None:
+    """Print a line whenever chan_mobile's view, the route or the daemon's health
+    changes; runs until cancelled."""
+    from btgw.daemon import status as snapshot  # noqa: PLC0415 - only the world needs it
+
+    last = ""
+    while True:
+        try:
+            reply = await world.ami.action(
+                "Command", {"Command": "mobile show devices"}, check=False
+            )
+            parts = [status_line(reply.output), f"route g1 {await _route(world)}"]
+        except AmiError as exc:
+            parts = [f"Asterisk: {exc.message}"]
+        if status_file is not None:
+            parts.append(f"btgw: {snapshot.health_line(snapshot.read(status_file))}")
+        line = "; ".join(parts)
+        if line != last:
+            print(f"status: {line}", file=out, flush=True)
+            last = line
+        await asyncio.sleep(0.25)
