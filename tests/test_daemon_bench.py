@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 
 from btgw.asterisk.ami import AmiConnection, connector
+from btgw.asterisk.apply import Journal, plan_changes
 from btgw.config import GatewayConfig, parse_config
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher, Link
 from btgw.daemon.reconcile import Step
 from btgw.daemon.status import read
 from btgw.daemon.supervisor import LiveEffects, Outcome, Supervisor, flip_delay
 from btgw.render import Sources
-from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
+from btgw.render.files import CHAN_MOBILE, MANAGER, Module, render_all
 from btgw.sim.asterisk import AsteriskInstance, cache_dir
 from btgw.sim.hfp import CallState
 from btgw.sim.phone import PhoneBehaviour, SimPhone
@@ -72,6 +73,11 @@ secret = "{secret}"
 
 [bluetooth]
 interval = 5
+
+# btgw run applies at start: its SIP transport must stay on loopback.
+[sip]
+bind = "127.0.0.1"
+port = {pbx.sip_port}
 """
     for i in range(phones):
         text += f"""
@@ -473,3 +479,54 @@ async def test_btgw_run_under_a_fake_systemd(
         assert "phone phonea: lost [PHONE_LOST]" in text
         assert "group g1: route down" in text
         assert not status.exists()
+
+
+async def test_btgw_run_finishes_an_interrupted_apply_and_rebuilds_a_damaged_state(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    """A kill -9 between writing files and reloading them, then a damaged state
+    file: the next `btgw run` reloads what the journal owes and starts anyway."""
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        state_file = tmp_path / "state.json"
+        sources = Sources(tmp_path / "btgw.toml", state_file)
+        # What a killed apply leaves: every file written, nothing reloaded yet.
+        for change in plan_changes(
+            render_all(b.config, assign_adapters(b.config, State()), sources), b.pbx.etc_dir
+        ):
+            change.path.parent.mkdir(parents=True, exist_ok=True)
+            change.path.write_text(change.new)
+        Journal(tmp_path / "apply-journal.json").record({Module.DIALPLAN, Module.PJSIP})
+        assert "There is no existence" in b.pbx.cli("dialplan show btgw-internal")
+        state_file.write_text("{ this is not json")
+        status = tmp_path / "status.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "btgw.cli",
+            "--config",
+            str(tmp_path / "btgw.toml"),
+            "--state",
+            str(state_file),
+            "run",
+            "--no-bluez",
+            "--status-file",
+            str(status),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await until(
+                lambda: "Context 'btgw-internal'" in b.pbx.cli("dialplan show btgw-internal"),
+                "the journal's dialplan reload",
+            )
+            await until(lambda: read(status).code == 2 or read(status).code == 0, "a snapshot")
+            assert not Journal(tmp_path / "apply-journal.json").pending()
+            assert (tmp_path / "state.json.bad").read_text() == "{ this is not json"
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        log = out.decode()
+        assert proc.returncode == 0, log
+        assert "moved it to" in log and "state.json.bad" in log, log
+        assert "start-up apply" in log, log

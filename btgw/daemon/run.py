@@ -10,29 +10,74 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import time
 from pathlib import Path
 
-from btgw.asterisk.ami import connector
+from btgw.asterisk.ami import AmiError, connector
+from btgw.asterisk.apply import Applier, ApplyError
 from btgw.bluez.client import BlueZClient
-from btgw.cliutil import load_all
-from btgw.config import GatewayConfig
+from btgw.cliutil import state_path
+from btgw.config import GatewayConfig, config_path, load_config
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
 from btgw.daemon.status import status_path
 from btgw.daemon.supervisor import LiveEffects, Supervisor
 from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_interval
-from btgw.errors import ExitCode
-from btgw.state import State
+from btgw.errors import ConfigError, ExitCode
+from btgw.render import Sources
+from btgw.state import State, assign_adapters, load_state
+
+# Retrying an apply that could not reach Asterisk: soon at first, then at most
+# once a minute, so a gateway booted before Asterisk catches up by itself.
+APPLY_RETRY_CAP_S = 60.0
+# A chan_mobile rebind deferred by a call is retried this often until it runs.
+DEFERRED_RETRY_S = 30.0
 
 log = logging.getLogger(__name__)
 
 
+def load_state_or_rebuild(path: Path) -> State:
+    """The state file, or an empty state when it is damaged.
+
+    A damaged state file must not keep the gateway down (exit 3 would also stop
+    systemd's restarts): it is moved aside, said loudly, and what it held is
+    learned again from btgw.toml and BlueZ.
+    """
+    try:
+        return load_state(path)
+    except ConfigError as exc:
+        aside = path.with_name(path.name + ".bad")
+        path.replace(aside)
+        log.error(  # noqa: TRY400 - expected; the message says all, no traceback
+            "%s; moved it to %s and rebuilding it from btgw.toml and BlueZ",
+            exc.message,
+            aside,
+            extra={"BTGW_EVENT": "state_rebuilt"},
+        )
+        return State()
+
+
 def run_daemon(args: argparse.Namespace) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code."""
+    """Run until SIGTERM/SIGINT; returns the exit code.
+
+    Raises:
+        ConfigError: btgw.toml itself is invalid (the state file is rebuilt).
+    """
+    faulthandler.enable()  # a watchdog abort leaves a traceback in the journal
     setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    config, state, _, _ = load_all(args)
+    cfg_path = config_path(args.config)
+    spath = state_path(args)
+    config = load_config(cfg_path)
+    state = assign_adapters(config, load_state_or_rebuild(spath))
+    applier = Applier(
+        config,
+        state,
+        Sources(cfg_path, spath),
+        connector(config.asterisk.ami),
+        spath.parent / "apply-journal.json",
+    )
     asyncio.run(
         serve(
             config,
@@ -40,9 +85,49 @@ def run_daemon(args: argparse.Namespace) -> int:
             status_file=str(status_path(args.status_file)),
             bus_address=args.bus_address,
             use_bluez=not args.no_bluez,
+            startup_apply=applier,
         )
     )
     return ExitCode.OK
+
+
+async def finish_apply(applier: Applier) -> None:
+    """Make the configuration live at start-up and finish what a crash left.
+
+    The apply journal says which reloads an interrupted ``btgw apply`` (or a
+    killed daemon) still owed; a chan_mobile rebind deferred by a call runs
+    once the calls are over.  Asterisk not yet up is retried with backoff; a
+    configuration Asterisk rejects is reported once and left to the owner.
+    """
+    attempt = 0
+    while True:
+        try:
+            result = await applier.apply()
+        except ApplyError as exc:
+            # Expected (Asterisk refused the files): the message says all.
+            log.error("%s", exc.message, extra={"BTGW_EVENT": "apply_failed"})  # noqa: TRY400
+            return
+        except AmiError as exc:
+            attempt += 1
+            delay = min(2.0**attempt, APPLY_RETRY_CAP_S)
+            log.log(
+                logging.WARNING if attempt == 1 else logging.DEBUG,
+                "start-up apply waits for Asterisk (%s); retrying in %.0f s",
+                exc.message,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            continue
+        if result.changed:
+            log.info(
+                "start-up apply: wrote %d file(s), reloaded %s",
+                len(result.written),
+                ", ".join(m.value for m in result.reloaded) or "nothing",
+                extra={"BTGW_EVENT": "applied"},
+            )
+        if not result.deferred:
+            return
+        await asyncio.sleep(DEFERRED_RETRY_S)
 
 
 async def serve(
@@ -53,6 +138,7 @@ async def serve(
     bus_address: str | None = None,
     use_bluez: bool = True,
     notifier: Notifier | None = None,
+    startup_apply: Applier | None = None,
 ) -> None:
     """The daemon's body; returns after a stop signal, with everything closed."""
     notifier = notifier or Notifier()
@@ -101,9 +187,18 @@ async def serve(
         config.asterisk.ami.host,
         config.asterisk.ami.port,
     )
+    apply_task = (
+        asyncio.create_task(finish_apply(startup_apply), name="startup-apply")
+        if startup_apply is not None
+        else None
+    )
     try:
         await supervisor.run()
     finally:
+        if apply_task is not None:
+            apply_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await apply_task
         if monitor_task is not None:
             monitor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
