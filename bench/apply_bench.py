@@ -49,12 +49,9 @@ def config_text(
     changes and chan_mobile is rebound.
     """
     parts = [
-        f'[asterisk]\nconfig_dir = "{pbx.etc_dir}"\nlog_file = "{pbx.log_path}"\n',
-        f'[asterisk.ami]\nhost = "127.0.0.1"\nport = {pbx.ami_port}\nuser = "btgw"\n'
-        f'secret = "{AMI_SECRET}"\n',
+        pbx.btgw_toml(AMI_SECRET),
         # The tag also moves chan_mobile's interval, so a changed apply rebinds it too.
         f"[bluetooth]\ninterval = {31 if tag else 30}\n",
-        f'[sip]\nbind = "127.0.0.1"\nport = {pbx.sip_port}\n',
     ]
     for i, a in enumerate(adapters(phones)):
         parts.append(f'[[adapters]]\nid = "a{i}"\naddress = "{a.mac}"\n')

@@ -60,25 +60,8 @@ OWNER_EXTENSIONS = "[general]\nstatic=yes\nwriteprotect=yes\n\n[default]\n"
 
 
 def bench_toml(pbx: AsteriskInstance, secret: str, phones: int) -> str:
-    text = f"""\
-[asterisk]
-config_dir = "{pbx.etc_dir}"
-log_file = "{pbx.log_path}"
-
-[asterisk.ami]
-host = "{pbx.ami_host}"
-port = {pbx.ami_port}
-user = "btgw"
-secret = "{secret}"
-
-[bluetooth]
-interval = 5
-
-# btgw run applies at start: its SIP transport must stay on loopback.
-[sip]
-bind = "127.0.0.1"
-port = {pbx.sip_port}
-"""
+    # btgw run applies at start: btgw_toml keeps its SIP transport on loopback.
+    text = pbx.btgw_toml(secret) + "\n[bluetooth]\ninterval = 5\n"
     for i in range(phones):
         text += f"""
 [[adapters]]

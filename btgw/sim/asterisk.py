@@ -881,6 +881,21 @@ class AsteriskInstance:
     ) -> None:
         self.close()
 
+    def btgw_toml(self, ami_secret: str, *, ami_user: str = "btgw") -> str:
+        """The part of a btgw.toml that points btgw at this instance.
+
+        ``[asterisk]``, ``[asterisk.ami]`` (btgw's own AMI user, not the
+        harness's) and ``[sip]`` on loopback and this instance's SIP port, so
+        nothing btgw generates listens beyond loopback.  The bench's worlds,
+        tests and benchmarks add their own phones, extensions and trunks.
+        """
+        return (
+            f'[asterisk]\nconfig_dir = "{self.etc_dir}"\nlog_file = "{self.log_path}"\n\n'
+            f'[asterisk.ami]\nhost = "{self.ami_host}"\nport = {self.ami_port}\n'
+            f'user = "{ami_user}"\nsecret = "{ami_secret}"\n\n'
+            f'[sip]\nbind = "{self.sip_host}"\nport = {self.sip_port}\n'
+        )
+
     def __repr__(self) -> str:
         return f"AsteriskInstance({self.workdir}, pid={self.pid}, ami={self.ami_port})"
 

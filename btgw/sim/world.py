@@ -100,18 +100,10 @@ def world_config(
     """btgw.toml for the simulated world: the README's scenario on loopback."""
     word = word or secrets.token_hex(8)
     port = PHONE.hfp_ag_channel if config_port is None else config_port
-    return f"""\
-# btgw.toml of the simulated world (written by `btgw sim`)
-[asterisk]
-config_dir = "{pbx.etc_dir}"
-log_file = "{pbx.log_path}"
-
-[asterisk.ami]
-host = "{pbx.ami_host}"
-port = {pbx.ami_port}
-user = "btgw"
-secret = "{ami_secret}"
-
+    return (
+        "# btgw.toml of the simulated world (written by `btgw sim`)\n"
+        + pbx.btgw_toml(ami_secret)
+        + f"""
 [bluetooth]
 interval = {interval}
 
@@ -125,10 +117,6 @@ address = "{PHONE.mac}"
 adapter = "dongle1"
 group = 1
 port = {port}
-
-[sip]
-bind = "127.0.0.1"
-port = {pbx.sip_port}
 
 # nat = false: the bench's SIPp phones register from one port and answer on
 # another, so Asterisk must keep the Contact they give (no rewrite_contact).
@@ -168,6 +156,7 @@ match = ["{TRUNK_IP}"]
 caller_id = "{TRUNK_CALLER_ID}"
 inbound_to = "201"
 """
+    )
 
 
 def status_line(lines: list[str]) -> str:
