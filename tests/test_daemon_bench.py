@@ -27,7 +27,7 @@ import pytest
 from btgw.asterisk.ami import AmiConnection, connector
 from btgw.asterisk.apply import Journal, plan_changes
 from btgw.config import GatewayConfig, parse_config
-from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher, Link
+from btgw.daemon.ami_watch import EVENT_CLASSES, POLL_INTERVAL_S, AmiWatcher, Link
 from btgw.daemon.reconcile import Step
 from btgw.daemon.status import read
 from btgw.daemon.supervisor import LiveEffects, Outcome, Supervisor, flip_delay
@@ -256,7 +256,10 @@ async def test_phone_out_of_range_and_back_flips_the_route(
             await b.phones[0].out_of_range()
             in_db = await b.wait_db("route/g1", "down")
             flip = flip_delay(supervisor.route_flips, "route/g1", "down", lost_at)
-            assert flip is not None and flip < 1.0, flip
+            # Event-driven, not found by the slow poll: how fast is bench/'s to
+            # say; here only that MobileStatus, not the next poll, flipped it.
+            assert flip is not None, "the route never flipped"
+            assert flip < POLL_INTERVAL_S / 10, flip
             reading = read(b.status)
             # The only phone and no trunk: nothing can carry calls out.
             assert reading.code == 2 and "phonea" in reading.line

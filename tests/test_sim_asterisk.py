@@ -403,8 +403,7 @@ def test_layout_points_every_writable_dir_into_the_instance(
 def test_boots_asterisk_22(asterisk: AsteriskInstance) -> None:
     assert asterisk.pid is not None
     assert "Asterisk 22." in asterisk.cli("core show version")
-    assert asterisk.last_boot_seconds is not None
-    assert asterisk.last_boot_seconds < 10
+    assert asterisk.last_boot_seconds is not None  # how fast: bench/, not here
 
 
 @pytest.mark.asterisk
