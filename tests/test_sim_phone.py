@@ -917,6 +917,11 @@ async def test_phone_runs_as_a_separate_process(sock_dir: Path) -> None:
 
 INTERVAL = 5  # chan_mobile's reconnect interval in these tests
 SOCK_DIR_IN_ROOT = "/run/btsim"
+# How long the bench waits for chan_mobile to do something.  A deadline, not a
+# sleep: it costs time only when the thing never happens.  Generous, because
+# chan_mobile's reconnect loop and a loaded 2-core CI machine add up (a 5 s
+# wait for a reconnect with interval=1 was missed once in the full suite).
+BENCH_WAIT_S = 20.0
 ABSENT_PHONE = "A4:50:46:99:99:99"
 DEVICE = "pixel"
 
@@ -1006,7 +1011,7 @@ class Bench:
         return next(row for row in rows if row.id == DEVICE)
 
     async def wait_device(
-        self, check: Callable[[DeviceRow], bool], what: str, timeout: float = 5.0
+        self, check: Callable[[DeviceRow], bool], what: str, timeout: float = BENCH_WAIT_S
     ) -> DeviceRow:
         deadline = time.monotonic() + timeout
         while True:
@@ -1024,7 +1029,7 @@ class Bench:
         except FileNotFoundError:
             return ""
 
-    async def wait_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+    async def wait_log(self, pattern: str, timeout: float = BENCH_WAIT_S) -> re.Match[str]:
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while not (match := regex.search(self.log())):
@@ -1334,7 +1339,7 @@ async def test_owner_answering_on_the_handset_drops_the_link_until_the_call_ends
         await bench.wait_log(r"Bluetooth Device pixel has a call in progress - delaying connection")
         assert phone.state.call is CallState.ACTIVE
         phone.far_end_hangup()
-        await phone.wait_ready(timeout=5)
+        await phone.wait_ready(timeout=BENCH_WAIT_S)
         await bench.wait_device(lambda r: r.connected == "Yes" and r.state == "Free", "Free")
 
 
@@ -1386,7 +1391,7 @@ async def test_chan_mobile_unload_and_load_reconnects(
         await phone.wait_disconnected()
         assert not sco_path(sock_dir, ADAPTER.mac).exists()  # listener closed and freed
         await bench.cli("module load chan_mobile.so")
-        await phone.wait_ready(timeout=5)
+        await phone.wait_ready(timeout=BENCH_WAIT_S)
         assert sco_path(sock_dir, ADAPTER.mac).exists()
         await bench.wait_device(lambda r: r.connected == "Yes" and r.state == "Free", "Free")
         assert phone.state.links == 2
