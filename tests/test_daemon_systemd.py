@@ -128,6 +128,7 @@ def test_journal_fields_from_extra() -> None:
     assert kw["BTGW_PHONE"] == "mimovil"
     assert kw["PRIORITY"] == "4"
     assert kw["SYSLOG_IDENTIFIER"] == "btgw"
+    assert isinstance(kw["CODE_LINE"], int)  # python-systemd's send() formats it with {:d}
 
 
 def test_terminal_lines_are_readable(tmp_path) -> None:
