@@ -3,23 +3,24 @@
 The daemon writes ``status.json`` atomically on every change and at least
 every :data:`HEARTBEAT_S`; readers judge a heartbeat older than
 :data:`STALE_S` as "the daemon is down".  This module is on the path of
-``status`` and ``health``, which must answer in well under a second: it
-imports only the standard library.
+``status`` and ``health``, whose target is twice ``asterisk -rx``: the reader
+imports only json, os and time, and paths are plain strings here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and pathlib: several ms each that ``btgw health`` need not pay
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any, Final
 
 STATUS_ENV: Final = "BTGW_STATUS"
-DEFAULT_STATUS_PATH: Final = Path("/run/btgw/status.json")
+DEFAULT_STATUS_PATH: Final = "/run/btgw/status.json"
 SNAPSHOT_VERSION: Final = 1
 
 HEARTBEAT_S: Final = 5.0
@@ -32,12 +33,17 @@ OK, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
 HEALTH_NAMES: Final = {OK: "ok", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}
 
 
-def status_path(flag: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """``--status-file``, then ``$BTGW_STATUS``, then /run/btgw/status.json."""
+def status_path(
+    flag: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """``--status-file``, then ``$BTGW_STATUS``, then /run/btgw/status.json.
+
+    A string, not a Path: ``btgw health`` does not import pathlib.
+    """
     if flag is not None:
-        return Path(flag)
+        return os.fspath(flag)
     value = (os.environ if env is None else env).get(STATUS_ENV)
-    return Path(value) if value else DEFAULT_STATUS_PATH
+    return value or DEFAULT_STATUS_PATH
 
 
 def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
@@ -47,6 +53,11 @@ def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
     Raises:
         OSError: the directory cannot be created or written.
     """
+    # Imported here: only the daemon writes; tempfile (with the shutil,
+    # random, bz2 and lzma it imports) would cost ``btgw health`` ~5 ms.
+    import contextlib  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(snapshot, indent=1, sort_keys=True).encode()
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
@@ -80,11 +91,12 @@ class Reading:
         }
 
 
-def read(path: Path, now: float | None = None) -> Reading:
+def read(path: str | os.PathLike[str], now: float | None = None) -> Reading:
     """Judge the daemon from its snapshot: running or not, and its health."""
     now = time.time() if now is None else now
     try:
-        snapshot = json.loads(path.read_text())
+        with open(path, "rb") as f:  # json detects the encoding (the daemon writes ASCII)
+            snapshot = json.loads(f.read())
     except FileNotFoundError:
         return Reading(None, DOWN, f"btgw is not running (no {path})")
     except PermissionError:

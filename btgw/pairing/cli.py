@@ -7,10 +7,9 @@ BlueZ, pydantic and asyncio behind them) are imported only when they run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from btgw.pairing.defaults import SCAN_TIMEOUT_S, WINDOW_S
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is slow
 if TYPE_CHECKING:
     from btgw.cliutil import AddCommand
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False  # typing is slow to import, and `btgw health` passes here
+if TYPE_CHECKING:
+    from typing import Final
 
 WINDOW_S: Final = 90.0
 """How long the agent accepts the chosen phone's pairing: a person has to
