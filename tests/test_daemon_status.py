@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from btgw.cli import main
+from btgw.cli import build_parser, main, resolve
+from btgw.daemon.cli import plain_reader_args
 from btgw.daemon.status import (
     DEGRADED,
     DOWN,
@@ -22,6 +23,7 @@ from btgw.daemon.status import (
     health_line,
     read,
     render_table,
+    status_path,
     write_snapshot,
 )
 
@@ -127,7 +129,8 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_status_and_health_run_without_heavy_imports(tmp_path: Path) -> None:
     """How fast they answer is a benchmark (bench/cli_bench.py); what keeps them
     fast is structural: the whole `btgw` entry point, up to reading the
-    snapshot, imports no pydantic, asyncio or D-Bus."""
+    snapshot, imports no pydantic, asyncio or D-Bus, and the plain forms
+    monitoring runs import neither argparse nor logging."""
     path = tmp_path / "s.json"
     write_snapshot(path, snapshot())
     for command in ("status", "health"):
@@ -135,7 +138,8 @@ def test_status_and_health_run_without_heavy_imports(tmp_path: Path) -> None:
             f"import sys, runpy; sys.argv = ['btgw', {command!r}]\n"
             "try:\n    runpy.run_module('btgw.cli', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "heavy = [m for m in ('pydantic', 'asyncio', 'dbus_fast', 'btgw.config') "
+            "heavy = [m for m in ('pydantic', 'asyncio', 'dbus_fast', 'btgw.config', "
+            "'argparse', 'logging') "
             "if m in sys.modules]\n"
             "print('HEAVY=' + ','.join(heavy))\n"
         )
@@ -158,3 +162,64 @@ def test_the_reader_path_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+PLAIN = [
+    ["health"],
+    ["status"],
+    ["health", "--json"],
+    ["status", "--status-file", "/tmp/s.json"],
+    ["health", "--status-file=/tmp/s.json", "--json"],
+    ["status", "--json", "--status-file", "status"],
+]
+NOT_PLAIN = [
+    [],
+    ["check"],
+    ["-v", "health"],
+    ["--state", "x", "status"],
+    ["health", "--js"],
+    ["health", "--json", "--json"],
+    ["health", "--status-file"],
+    ["health", "--status-file", "--json"],
+    ["health", "--status-file="],
+    ["health", "--status-file", "a", "--status-file", "b"],
+    ["status", "-h"],
+    ["status", "extra"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN)
+def test_plain_forms_read_as_the_parser_reads_them(argv: list[str]) -> None:
+    """The plain forms skip argparse; they must mean what argparse makes of them."""
+    args = build_parser().parse_args(argv)
+    assert plain_reader_args(argv) == (args.command, args.json, args.status_file)
+    assert (args.config, args.state, args.verbose) == (None, None, False)
+
+
+@pytest.mark.parametrize("argv", NOT_PLAIN)
+def test_anything_else_is_left_to_the_parser(argv: list[str]) -> None:
+    assert plain_reader_args(argv) is None
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["health"], ["status", "--json"], ["health", "--json"]]
+)
+@pytest.mark.parametrize("running", [True, False])
+def test_plain_forms_answer_as_the_parsed_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], running: bool
+) -> None:
+    path = tmp_path / "s.json"
+    if running:  # without "started": the uptime shown would move between the two runs
+        content = snapshot()
+        del content["started"]
+        write_snapshot(path, content)
+    argv = [*argv, "--status-file", str(path)]
+    args = build_parser().parse_args(argv)
+    parsed = (resolve(args.func)(args), capsys.readouterr())
+    assert (main(argv), capsys.readouterr()) == parsed
+
+
+def test_status_path_is_flag_then_environment_then_default(tmp_path: Path) -> None:
+    assert status_path(tmp_path / "a.json", {"BTGW_STATUS": "/x"}) == str(tmp_path / "a.json")
+    assert status_path(None, {"BTGW_STATUS": "/x"}) == "/x"
+    assert status_path(None, {"BTGW_STATUS": ""}) == "/run/btgw/status.json"
