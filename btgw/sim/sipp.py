@@ -27,6 +27,7 @@ import struct
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,7 +47,11 @@ DEFAULT_TIMEOUT = 10.0
 # A phone that "never" answers still needs a finite SIPp timeout: one hour.
 NEVER_MS = 3_600_000
 # SIPp writes a line of dashes and a timestamp before every traced message.
-_SEPARATOR = re.compile(r"^-{20,} .*$", re.MULTILINE)
+_SEPARATOR = re.compile(r"^-{20,} (.*)$", re.MULTILINE)
+# The separator's timestamp: SIPp's wall clock (local time, microseconds),
+# taken when its main loop handled the message; every SIPp process on the
+# machine reads the same clock, so stamps of different processes compare.
+_STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _USER = re.compile(r"sips?:([^@;>\s]+)@")
 
 
@@ -67,6 +72,8 @@ class SipMessage:
     start_line: str
     headers: tuple[tuple[str, str], ...]
     body: str
+    timestamp: datetime | None = None
+    """When SIPp sent or received it (the trace's separator line), if known."""
 
     def header(self, name: str) -> str | None:
         """First value of header ``name`` (case-insensitive), or None."""
@@ -145,8 +152,9 @@ def _user_of(uri: str) -> str | None:
     return match.group(1) if match else None
 
 
-def parse_message(chunk: str) -> SipMessage | None:
-    """One traced message (the text between two separator lines).
+def parse_message(chunk: str, timestamp: datetime | None = None) -> SipMessage | None:
+    """One traced message (the text between two separator lines), stamped
+    with ``timestamp`` (see :func:`split_trace_stamped`).
 
     Returns None for a chunk that is not (yet) a whole SIP message: SIPp may
     be half-way through writing it.
@@ -174,7 +182,9 @@ def parse_message(chunk: str) -> SipMessage | None:
         name, colon, value = line.partition(":")
         if colon:
             headers.append((name.strip(), value.strip()))
-    message = SipMessage(sent, lines[0].strip(), tuple(headers), body.rstrip("\n") + "\n")
+    message = SipMessage(
+        sent, lines[0].strip(), tuple(headers), body.rstrip("\n") + "\n", timestamp
+    )
     length = message.header("Content-Length") or message.header("l")
     if (
         length is not None
@@ -188,7 +198,36 @@ def parse_message(chunk: str) -> SipMessage | None:
 
 def split_trace(text: str) -> list[str]:
     """The message chunks of a ``-trace_msg`` file, oldest first."""
-    return [c for c in _SEPARATOR.split(text) if c.strip()]
+    return [chunk for _, chunk in split_trace_stamped(text)]
+
+
+def split_trace_stamped(text: str) -> list[tuple[str, str]]:
+    """(separator text, chunk) pairs of a ``-trace_msg`` file, oldest first.
+
+    The separator text is what follows the dashes (SIPp's timestamp; "" for
+    text before the first separator); :func:`parse_stamp` reads it.
+
+    >>> split_trace_stamped("-" * 47 + " 2026-11-26 06:51:11.527912\nUDP message sent\n")
+    [('2026-11-26 06:51:11.527912', 'UDP message sent\n')]
+    """
+    parts = _SEPARATOR.split(text)
+    pairs = [("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
+    return [(stamp.strip(), chunk) for stamp, chunk in pairs if chunk.strip()]
+
+
+def parse_stamp(text: str) -> datetime | None:
+    """A separator's timestamp, or None when it holds none.
+
+    >>> parse_stamp("2026-11-26 06:51:11.527912").microsecond
+    527912
+    >>> parse_stamp("pending") is None
+    True
+    """
+    try:
+        # Naive on purpose: SIPp writes local time, and stamps are only compared.
+        return datetime.strptime(text, _STAMP_FORMAT)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -434,18 +473,18 @@ class SippProcess:
             return
         self._offset += len(data)
         self._pending += data.decode("utf-8", errors="replace")
-        chunks = split_trace(self._pending)
+        chunks = split_trace_stamped(self._pending)
         complete: list[SipMessage] = []
         rest = ""
-        for index, chunk in enumerate(chunks):
-            message = parse_message(chunk)
+        for index, (stamp, chunk) in enumerate(chunks):
+            message = parse_message(chunk, parse_stamp(stamp))
             if message is None:
                 if index == len(chunks) - 1:
-                    rest = chunk
+                    rest = f"{'-' * 47} {stamp or 'pending'}\n{chunk}"
                 continue
             complete.append(message)
-        # Keep an unfinished last chunk, with a separator so it splits again.
-        self._pending = ("-" * 47 + " pending\n" + rest) if rest else ""
+        # Keep an unfinished last chunk, with its separator so it splits again.
+        self._pending = rest
         for message in complete:
             self._messages.append(message)
             for handler in list(self._handlers):
@@ -883,10 +922,15 @@ class SipPhone(Answerer):
             raise SippError(f"{self.name} has no ports for calls of its own", hint="a bench bug")
         return self.endpoint.dial_ports
 
-    async def dial(self, number: str, *, hold: float = 30.0) -> Call:
+    async def dial(
+        self, number: str, *, hold: float = 30.0, auth_pause: float | None = None
+    ) -> Call:
         """Call ``number`` through Asterisk; stay ``hold`` seconds, then BYE.
 
-        Returns at once with the running :class:`Call`.
+        ``auth_pause``: wait this long after Asterisk's 401 before sending the
+        authenticated INVITE, so a bench can make something happen just
+        before the call reaches the dialplan.  Returns at once with the
+        running :class:`Call`.
         """
         if self.registrar is None:
             raise SippError(f"{self.name} dials before registering", hint="call register() first")
@@ -917,7 +961,12 @@ class SipPhone(Answerer):
                 "-m",
                 "1",
             ],
-            substitutions={"HOLD_MS": str(max(round(hold * 1000), 1))},
+            substitutions={
+                "HOLD_MS": str(max(round(hold * 1000), 1)),
+                "AUTH_PAUSE": ""
+                if auth_pause is None
+                else f'<pause milliseconds="{round(auth_pause * 1000)}"/>',
+            },
         )
         process.on_message(self._follower)
         await process.start()
