@@ -121,6 +121,12 @@ async def test_live_commands_lists_and_events(pbx):
             event = await seen.get()
         assert event.event == "UserEvent"
         assert event.get("Text") == "María"
+        # Asterisk sends the event an action raises, with the action's ID,
+        # before the action's Response: it is still an event.
+        await ami.action("UserEvent", {"UserEvent": "FromAnAction"})
+        async with asyncio.timeout(5):
+            event = await seen.get()
+        assert event.get("UserEvent") == "FromAnAction"
     finally:
         await ami.close()
 

@@ -205,6 +205,15 @@ class _Pending:
     response: AmiMessage | None = None
     events: list[AmiMessage] = field(default_factory=list)
 
+    @property
+    def listing(self) -> bool:
+        """The Response started an event list, not yet complete."""
+        return (
+            self.response is not None
+            and self.response.get("EventList").lower() == "start"
+            and not self.future.done()
+        )
+
 
 @dataclass(frozen=True)
 class AmiReply:
@@ -403,6 +412,11 @@ class AmiConnection:
 
     def _dispatch(self, message: AmiMessage) -> None:
         pending = self._pending.get(message.action_id) if message.action_id else None
+        if pending is not None and not message.response and not pending.listing:
+            # An event the action caused (UserEvent's, OriginateResponse...)
+            # carries its ActionID but is no part of a reply: only the events
+            # after a Response with "EventList: start" are.
+            pending = None
         if pending is None:
             if message.event:
                 for handler in list(self._handlers):
