@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from btgw.asterisk.ami import AmiConnection, connector
+from btgw.asterisk.ami import AmiConnection, AmiMessage, connector
 from btgw.asterisk.apply import Journal, plan_changes
 from btgw.config import GatewayConfig, parse_config
 from btgw.daemon.ami_watch import EVENT_CLASSES, POLL_INTERVAL_S, AmiWatcher, Link
@@ -33,6 +33,7 @@ from btgw.daemon.status import read
 from btgw.daemon.supervisor import LiveEffects, Outcome, Supervisor, flip_delay
 from btgw.render import Sources
 from btgw.render.files import CHAN_MOBILE, MANAGER, Module, render_all
+from btgw.render.manager import EVENTS
 from btgw.sim.asterisk import AsteriskInstance, cache_dir
 from btgw.sim.hfp import CallState
 from btgw.sim.phone import PhoneBehaviour, SimPhone
@@ -380,9 +381,12 @@ async def test_recovery_step_waits_for_a_call_to_end(
                 await ami.close()
 
 
-async def test_generated_event_filters_pass_mobile_status(
+async def test_generated_event_filters_pass_only_what_btgw_uses(
     asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
 ) -> None:
+    """btgw's AMI user gets MobileStatus, a Mobile channel's Hangup and the
+    dialplan's Btgw* UserEvents; other calls' hangups and foreign UserEvents
+    stay in Asterisk (a busy PBX must not flood the daemon)."""
     async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
         rendered = render_all(
             b.config, assign_adapters(b.config, State()), Sources(tmp_path, tmp_path)
@@ -390,13 +394,45 @@ async def test_generated_event_filters_pass_mobile_status(
         (b.pbx.etc_dir / MANAGER.name).write_text(rendered)
         await asyncio.to_thread(b.pbx.cli, "manager reload")
         ami = await connector(b.config.asterisk.ami, events=EVENT_CLASSES)()
-        seen: list[str] = []
-        ami.on_event(lambda m: seen.append(m.event))
+        admin = await AmiConnection.open(
+            b.pbx.ami_host, b.pbx.ami_port, b.pbx.ami_user, b.pbx.ami_secret, events="on"
+        )
+        seen: list[tuple[str, str]] = []
+        everything: list[tuple[str, str]] = []
+
+        def key(m: AmiMessage) -> tuple[str, str]:
+            return m.event, m.get("Channel") or m.get("UserEvent")
+
+        ami.on_event(lambda m: seen.append(key(m)))
+        admin.on_event(lambda m: everything.append(key(m)))
         try:
+            await admin.action(
+                "DialplanExtensionAdd",
+                {"Context": "load", "Extension": "s", "Priority": "1", "Application": "Hangup"},
+            )
+            # Another call on the PBX, and an outbound call through the phone.
+            for channel in ("Local/s@load", f"Mobile/{NAMES[0]}/600111222"):
+                await admin.action(
+                    "Originate",
+                    {"Channel": channel, "Application": "Wait", "Data": "0", "Async": "true"},
+                )
+            for name in ("BtgwMobileAttempt", "SomeoneElses"):
+                await admin.action("UserEvent", {"UserEvent": name})
             await b.phones[0].out_of_range()
-            await until(lambda: "MobileStatus" in seen, "MobileStatus", timeout=3)
+            await until(lambda: ("MobileStatus", "") in seen, "MobileStatus", timeout=10)
+            await until(
+                lambda: any(e == "Hangup" and c.startswith("Mobile/") for e, c in seen),
+                "the Mobile channel's Hangup",
+            )
         finally:
             await ami.close()
+            await admin.close()
+        assert ("UserEvent", "BtgwMobileAttempt") in seen
+        assert any(e == "Hangup" and c.startswith("Local/") for e, c in everything)
+        assert ("UserEvent", "SomeoneElses") in everything
+        assert not [(e, c) for e, c in seen if e == "Hangup" and not c.startswith("Mobile/")]
+        assert ("UserEvent", "SomeoneElses") not in seen
+        assert {e for e, _ in seen} <= {name for name, _ in EVENTS}
 
 
 async def test_btgw_run_under_a_fake_systemd(

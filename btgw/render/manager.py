@@ -14,18 +14,35 @@ from btgw.render import Sources, header, options
 READ_CLASSES = ("system", "call", "user", "reporting")
 WRITE_CLASSES = ("system", "command", "reporting", "config")
 
-EVENTS = (
-    "FullyBooted",
-    "Reload",
-    "Shutdown",
-    "MobileStatus",
-    "Registry",
-    "ContactStatus",
-    "UserEvent",
-    "Hangup",
+EVENTS: tuple[tuple[str, str], ...] = (
+    ("FullyBooted", ""),
+    ("Reload", ""),
+    ("Shutdown", ""),
+    ("MobileStatus", ""),
+    ("Registry", ""),
+    ("ContactStatus", ""),
+    ("UserEvent", "UserEvent: Btgw"),
+    ("Hangup", "Channel: Mobile/"),
 )
-"""Events btgw reacts to.  Hangup tells the daemon when a deferred chan_mobile
-rebind may run; UserEvent carries the dialplan's Btgw* reports."""
+"""Events btgw reacts to, each with the header line that must start with the
+given text (empty: every such event).  Hangup tells the daemon when a deferred
+chan_mobile rebind may run, so only Mobile channels' hangups; UserEvent carries
+the dialplan's Btgw* reports.  On a busy PBX every other call's hangup would
+otherwise reach the daemon (two per call), to be parsed and thrown away."""
+
+
+def event_filter(name: str, starts: str = "") -> str:
+    """The eventfilter regex passing event ``name``; with ``starts``, only
+    when one of its header lines starts with that text.
+
+    Asterisk matches a filter against the whole event text ("Event: X\\r\\n
+    Privilege: ...\\r\\n..."), so `$` would never match; POSIX regex has no
+    \\r, so [[:space:]] ends the name: exactly this event, not one whose name
+    only starts with it.  Without REG_NEWLINE `.` crosses lines, and a header
+    starts after a line break.
+    """
+    regex = f"^Event: {name}[[:space:]]"
+    return regex + (f".*[[:space:]]{starts}" if starts else "")
 
 
 def render_manager(config: GatewayConfig, sources: Sources) -> str:
@@ -39,11 +56,7 @@ def render_manager(config: GatewayConfig, sources: Sources) -> str:
         ("write", ",".join(WRITE_CLASSES)),
         ("writetimeout", "5000"),
     ]
-    # Asterisk matches a filter against the whole event text ("Event: X\r\n
-    # Privilege: ..."), so `$` would never match; POSIX regex has no \r, so
-    # [[:space:]] ends the name: exactly this event, not one whose name only
-    # starts with it.
-    pairs += [("eventfilter", f"^Event: {event}[[:space:]]") for event in EVENTS]
+    pairs += [("eventfilter", event_filter(name, starts)) for name, starts in EVENTS]
     return (
         header(sources, "manager.d/btgw.conf: the AMI user btgw logs in as")
         + f"\n[{ami.user}]\n"
