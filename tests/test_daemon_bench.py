@@ -264,6 +264,8 @@ async def test_phone_out_of_range_and_back_flips_the_route(
             reading = read(b.status)
             # The only phone and no trunk: nothing can carry calls out.
             assert reading.code == 2 and "phonea" in reading.line
+            # The snapshot counts the AMI events the daemon got (MobileStatus at least).
+            assert supervisor.snapshot()["ami"]["events"] >= 1
             print(
                 f"\nphone loss -> route down: published {flip * 1000:.0f} ms, "
                 f"seen in AstDB {in_db * 1000:.0f} ms"

@@ -127,6 +127,7 @@ class AmiWatcher:
         self.connected_at: float | None = None
         self.synced = False  # the current session's first full read is done
         self.boots = 0  # FullyBooted seen (Asterisk (re)starts while we watched)
+        self.events = 0  # AMI events received since start, every session
 
     # -- state ---------------------------------------------------------------
 
@@ -361,6 +362,7 @@ class AmiWatcher:
             self._changed()
 
     def _on_event(self, message: AmiMessage) -> None:
+        self.events += 1
         name = message.event
         if name == "MobileStatus":
             self._mobile_status(message.get("Device"), message.get("Status"))

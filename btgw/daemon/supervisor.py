@@ -487,6 +487,7 @@ class Supervisor:
                 "state": w.link.value,
                 "error": w.last_error.message if w.last_error else None,
                 "boots_seen": w.boots,
+                "events": w.events,
             },
             "bluez": {"state": client.state.value if client else "unreachable"},
             "adapters": adapters,
