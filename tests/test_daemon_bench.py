@@ -559,3 +559,44 @@ async def test_btgw_run_finishes_an_interrupted_apply_and_rebuilds_a_damaged_sta
         assert proc.returncode == 0, log
         assert "moved it to" in log and "state.json.bad" in log, log
         assert "start-up apply" in log, log
+
+
+async def test_a_reload_storm_never_piles_up_refreshes_and_ends_fresh(
+    asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
+) -> None:
+    """200 reloads in a row: one re-read of Asterisk at a time with at most one
+    more queued (not a task per event), and the last starts after the last reload."""
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        supervisor, watcher, _ = b.daemon()
+        runs: list[float] = []
+        active = [0, 0]  # now, most at once
+        plain = watcher.refresh
+
+        async def counted() -> None:
+            runs.append(time.monotonic())
+            active[0] += 1
+            active[1] = max(active)
+            try:
+                await plain()
+            finally:
+                active[0] -= 1
+
+        watcher.refresh = counted  # type: ignore[method-assign]
+        admin = await AmiConnection.open(
+            b.pbx.ami_host, b.pbx.ami_port, b.pbx.ami_user, b.pbx.ami_secret
+        )
+        async with running(supervisor):
+            await until(lambda: supervisor.ready, "READY")
+            try:
+                await asyncio.gather(
+                    *(admin.action("Reload", {"Module": "pbx_config"}) for _ in range(200))
+                )
+                last = time.monotonic()
+            finally:
+                await admin.close()
+            await until(lambda: bool(runs) and runs[-1] > last - 0.5, "a refresh after the storm")
+            await asyncio.sleep(0.5)
+            assert not watcher._running  # nothing left running or queued
+        assert active[1] == 1
+        assert len(runs) < 200
+        print(f"\n200 reloads -> {len(runs)} refreshes")

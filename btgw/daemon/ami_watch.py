@@ -118,6 +118,8 @@ class AmiWatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._running: set[str] = set()  # coalesced work in progress
+        self._again: set[str] = set()  # ... asked for again meanwhile
         self.failures = 0
         self.last_error: AmiError | None = None
         self.mobile: tuple[MobileDevice, ...] | None = None
@@ -158,6 +160,29 @@ class AmiWatcher:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _coalesced(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` now, or once more after the run in progress.
+
+        A burst of events (a reload storm, many hangups at once) then costs
+        at most two runs instead of a task and three AMI actions per event.
+        """
+        if name in self._running:
+            self._again.add(name)
+            return
+
+        async def runs() -> None:
+            try:
+                while True:
+                    self._again.discard(name)
+                    await work()
+                    if name not in self._again:
+                        return
+            finally:
+                self._running.discard(name)
+
+        self._running.add(name)
+        self._spawn(runs(), name)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -369,17 +394,17 @@ class AmiWatcher:
         elif name == "FullyBooted":
             self.boots += 1
             self.published.clear()
-            self._spawn(self.refresh(), "ami-refresh")
+            self._coalesced("ami-refresh", self.refresh)
         elif name == "Reload":
-            self._spawn(self.refresh(), "ami-refresh")
+            self._coalesced("ami-refresh", self.refresh)
         elif name == "Shutdown":
             self.mobile = None
             self.published.clear()
             self._changed()
         elif name == "Registry":
-            self._spawn(self.refresh_trunks(), "ami-trunks")
+            self._coalesced("ami-trunks", self.refresh_trunks)
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
-            self._spawn(self.refresh_calls(), "ami-calls")
+            self._coalesced("ami-calls", self.refresh_calls)
 
     def _mobile_status(self, device: str, status: str) -> None:
         if status == "Disconnect" and self.mobile is not None:
