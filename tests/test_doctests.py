@@ -14,6 +14,7 @@ MODULES = [
     "btgw.bluez.defs",
     "btgw.bluez.errors",
     "btgw.bluez.phones",
+    "btgw.sim.sipp",
 ]
 
 

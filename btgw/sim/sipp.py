@@ -49,8 +49,11 @@ NEVER_MS = 3_600_000
 # SIPp writes a line of dashes and a timestamp before every traced message.
 _SEPARATOR = re.compile(r"^-{20,} (.*)$", re.MULTILINE)
 # The separator's timestamp: SIPp's wall clock (local time, microseconds),
-# taken when its main loop handled the message; every SIPp process on the
-# machine reads the same clock, so stamps of different processes compare.
+# but the value its main loop last read, not the moment the datagram moved:
+# fine for figures in tens of ms, several ms off at worst, so across two
+# processes even the order can come out wrong (seen: a trunk INVITE stamped
+# 4.5 ms before the phone INVITE that caused it).  Time a path of a few ms on
+# the wire instead (bench/sip_capture.py).
 _STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _USER = re.compile(r"sips?:([^@;>\s]+)@")
 
@@ -73,7 +76,8 @@ class SipMessage:
     headers: tuple[tuple[str, str], ...]
     body: str
     timestamp: datetime | None = None
-    """When SIPp sent or received it (the trace's separator line), if known."""
+    """When SIPp sent or received it (the trace's separator line), if known;
+    local time, and only as fine as SIPp's loop clock (see _STAMP_FORMAT)."""
 
     def header(self, name: str) -> str | None:
         """First value of header ``name`` (case-insensitive), or None."""
@@ -207,8 +211,8 @@ def split_trace_stamped(text: str) -> list[tuple[str, str]]:
     The separator text is what follows the dashes (SIPp's timestamp; "" for
     text before the first separator); :func:`parse_stamp` reads it.
 
-    >>> split_trace_stamped("-" * 47 + " 2026-11-26 06:51:11.527912\nUDP message sent\n")
-    [('2026-11-26 06:51:11.527912', 'UDP message sent\n')]
+    >>> split_trace_stamped("-" * 47 + " 2026-11-26 06:51:11.527912\\nUDP message sent\\n")
+    [('2026-11-26 06:51:11.527912', '\\nUDP message sent\\n')]
     """
     parts = _SEPARATOR.split(text)
     pairs = [("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
