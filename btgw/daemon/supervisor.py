@@ -15,7 +15,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -67,6 +68,9 @@ again this much later rather than on every decision."""
 
 BLUEZ_RETRY_CAP_S: Final = 30.0
 """Longest pause between attempts to reach the system bus / BlueZ."""
+
+ROUTE_FLIPS_KEPT: Final = 64
+"""Route publishes remembered (the daemon runs for months: a window, not a log)."""
 
 
 class Outcome(enum.Enum):
@@ -204,7 +208,8 @@ class Supervisor:
         self.health: ReportHealth | None = None
         self.last_decision: float | None = None
         self.started = wall()
-        self.route_flips: list[tuple[float, str, str]] = []  # (clock, key, value)
+        # (clock, key, value) of the latest publishes, for tests and benchmarks.
+        self.route_flips: deque[tuple[float, str, str]] = deque(maxlen=ROUTE_FLIPS_KEPT)
         self._last_snapshot: dict[str, Any] | None = None
         self._last_write = 0.0
         self._unsubscribe: Callable[[], None] | None = None
@@ -562,7 +567,7 @@ class Supervisor:
 
 
 def flip_delay(
-    flips: list[tuple[float, str, str]], key: str, value: str, since: float
+    flips: Iterable[tuple[float, str, str]], key: str, value: str, since: float
 ) -> float | None:
     """Seconds from ``since`` to the first publish of ``key=value`` after it."""
     for at, k, v in flips:
