@@ -355,7 +355,8 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _run(reps: int, out: TextIO) -> dict[str, Any]:
+async def run(reps: int, out: TextIO) -> dict[str, Any]:
+    """Bring up the world with the daemon, then :func:`measure_failover`."""
     if shutil.which("sipp") is None:
         raise FailoverBenchError("SIPp is not installed", hint="apt-get install sip-tester")
     with tempfile.TemporaryDirectory(prefix="btgw-failover-bench-") as tmp:
@@ -378,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(format="%(message)s")
         log.setLevel(logging.DEBUG)
     try:
-        result = asyncio.run(_run(args.reps, sys.stderr))
+        result = asyncio.run(run(args.reps, sys.stderr))
     except BtgwError as exc:
         print(f"failover bench: {exc}\nhint: {exc.hint}", file=sys.stderr)
         return 1
