@@ -24,11 +24,10 @@ from btgw.config import GatewayConfig, parse_config
 from btgw.render import Sources
 from btgw.render.files import CHAN_MOBILE, MANAGER, Module, render_all
 from btgw.sim.asterisk import AsteriskInstance, cache_dir, ensure_root
-from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec
 from btgw.state import State, assign_adapters
 
-SOCK_DIR_IN_ROOT = "/run/btsim"
 AMI_SECRET = "bench-ami-secret-0001"
 
 
@@ -115,17 +114,12 @@ def bench_asterisk(max_adapters: int) -> Iterator[Bench]:
         work = Path(tmp)
         sock_dir = work / "bt"
         sock_dir.mkdir()
-        pbx = AsteriskInstance(
+        pbx = shimmed_asterisk(
             ensure_root(),
             work / "asterisk",
-            env=shim_env(SOCK_DIR_IN_ROOT, adapters(max_adapters)),
-            preload=build_shim(cache_dir()),
-            binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
-            extra_config={
-                "extensions.conf": "[general]\n",
-                "pjsip.conf": "",
-                "chan_mobile.conf": "",
-            },
+            build_shim(cache_dir()),
+            sock_dir,
+            adapters(max_adapters),
         )
         try:
             bench = Bench(pbx, work)

@@ -143,7 +143,7 @@ async def rounds(
         for i, sim in enumerate(gw.phones):
             if len(out) + len(batch) >= drops:
                 break
-            batch.append(await drop(gw.daemon, gw.ami, sim, gw.names[i], i + 1))
+            batch.append(await drop(gw.daemon, gw.ami, sim, gw.names[i], i + 1, gw.mobile_status))
         await asyncio.gather(returned(gw.daemon, gw.ami, batch), reload_burst(gw.ami, reloads))
         counts["reloads"] += reloads
         counts["rss_mb"].append(gw.daemon.rss_mb())
@@ -171,9 +171,15 @@ async def firehose_chunks(gw: Gateway, stop: asyncio.Event) -> list[dict[str, An
 
 
 def summary(drops: list[Drop]) -> dict[str, Any]:
+    chan_mobile = [d.asterisk for d in drops if d.asterisk is not None]
+    btgw = [d.status - d.asterisk for d in drops if d.asterisk is not None]
     return {
         "detection": dist([d.status for d in drops]),
         "journal": dist([d.journal for d in drops]),
+        # The split: link closed -> chan_mobile's MobileStatus at the bench,
+        # and from there to btgw's snapshot (btgw's own share).
+        "chan_mobile": dist(chan_mobile),
+        "btgw_share": dist(btgw),
         "return": dist([d.returned for d in drops]),
     }
 

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from btgw.asterisk.ami import AmiConnection
 from btgw.sim.journald import JournalSink, journald_wrapper
 from btgw.sim.phone import SimPhone
+from btgw.sim.world import btgw_run_process
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -91,38 +91,18 @@ async def btgw_run(config: Path, work: Path, extra: Sequence[str] = ()) -> Async
     sink = JournalSink(work / "journal")
     sink.open()
     status_file = work / "status.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "btgw.cli",
-        "--config",
-        str(config),
-        "--state",
-        str(work / "state.json"),
-        "run",
-        "--status-file",
-        str(status_file),
-        *extra,
-    ]
     log_path = work / "btgw-run.log"
-    with log_path.open("wb") as log_file:
-        proc = await asyncio.create_subprocess_exec(
-            *journald_wrapper(sink.directory), *argv,
-            stdout=log_file,
-            stderr=log_file,
-        )  # fmt: skip
-    daemon = Daemon(proc, sink, status_file, log_path)
     try:
-        yield daemon
+        async with btgw_run_process(
+            config,
+            work / "state.json",
+            status_file,
+            log_path,
+            extra,
+            prefix=journald_wrapper(sink.directory),
+        ) as proc:
+            yield Daemon(proc, sink, status_file, log_path)
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
         sink.close()
 
 
@@ -148,12 +128,18 @@ class Drop:
     at: float  # when the simulated phone closed the link (monotonic)
     journal: float  # ... until the last journald entry about it arrived (s)
     status: float  # ... until the status snapshot showed it (s)
+    asterisk: float | None = None  # ... until chan_mobile's MobileStatus reached the bench (s)
     back_at: float = 0.0  # when it came back in range (monotonic)
     returned: float = 0.0  # ... until its route was "up" in the snapshot (s)
 
 
 async def drop(
-    daemon: Daemon, ami: AmiConnection, phone: SimPhone, name: str, group: int | None
+    daemon: Daemon,
+    ami: AmiConnection,
+    phone: SimPhone,
+    name: str,
+    group: int | None,
+    mobile_status: list[tuple[float, str, str]] | None = None,
 ) -> Drop:
     """The phone walks out of range: it closes the RFCOMM link and refuses
     connects, and comes back in range as soon as btgw has noticed.
@@ -181,9 +167,20 @@ async def drop(
     if route != "down":
         raise RuntimeError(f"snapshot says {name} is down, AstDB route/phone/{name} says {route}")
     result = Drop(name, t0, journal - t0, status - t0)
+    if mobile_status is not None:
+        async with asyncio.timeout(5):
+            while (seen := _disconnect(mobile_status, name, t0)) is None:  # noqa: ASYNC110 - a list another task fills
+                await asyncio.sleep(0.002)
+        result.asterisk = seen - t0
     result.back_at = time.monotonic()
     await phone.back_in_range()
     return result
+
+
+def _disconnect(seen: list[tuple[float, str, str]], name: str, since: float) -> float | None:
+    return next(
+        (t for t, dev, st in seen if t >= since and dev == name[:15] and st == "Disconnect"), None
+    )
 
 
 async def returned(daemon: Daemon, ami: AmiConnection, drops: list[Drop]) -> None:

@@ -45,7 +45,7 @@ from bench.apply_bench import stats
 from bench.sip_capture import LoopbackSipCapture
 from btgw.errors import BtgwError
 from btgw.sim.sipp import Call
-from btgw.sim.world import TRUNK_CALLER_ID, World, WorldOptions, _daemon, _wait_route
+from btgw.sim.world import TRUNK_CALLER_ID, World, WorldOptions, daemon_process, wait_route
 
 log = logging.getLogger("bench.failover")
 
@@ -230,7 +230,7 @@ async def baseline_extension(world: World) -> AsyncIterator[str]:
 
 async def _phone_back(world: World) -> None:
     await world.phone.back_in_range()
-    await _wait_route(world, "up", timeout=ROUTE_UP_TIMEOUT)
+    await wait_route(world, "up", timeout=ROUTE_UP_TIMEOUT)
     await world.wait_phone()
 
 
@@ -278,7 +278,7 @@ async def measure_failover(world: World, reps: int) -> dict[str, Any]:
         dialled = {True: world.config.outbound.prefix + NUMBER, False: baseline_dialled}
         await world.phone.out_of_range()
         try:
-            await _wait_route(world, "down", timeout=ROUTE_DOWN_TIMEOUT)
+            await wait_route(world, "down", timeout=ROUTE_DOWN_TIMEOUT)
             for _ in range(WARMUP):
                 for through_btgw in (True, False):
                     await _call(bench, dialled[through_btgw], through_btgw=through_btgw)
@@ -363,9 +363,9 @@ async def run(reps: int, out: TextIO) -> dict[str, Any]:
         base = Path(tmp)
         async with (
             World(base, options=WorldOptions(sip=True), out=out) as world,
-            _daemon(world, base / "status.json", out),
+            daemon_process(world, base / "status.json", out),
         ):
-            await _wait_route(world, "up", timeout=ROUTE_UP_TIMEOUT)
+            await wait_route(world, "up", timeout=ROUTE_UP_TIMEOUT)
             return await measure_failover(world, reps)
 
 

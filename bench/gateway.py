@@ -28,11 +28,10 @@ from btgw.sim.bluez import BlueZSim
 from btgw.sim.bluez import World as Air
 from btgw.sim.dbus import PrivateBus
 from btgw.sim.phone import PhoneBehaviour, SimPhone
-from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec, PhoneSpec
 from btgw.state import State, assign_adapters
 
-SOCK_DIR_IN_ROOT = "/run/btsim"
 INTERVAL = 5  # chan_mobile's reconnect interval: btgw's lowest allowed
 BEHAVIOUR = PhoneBehaviour(answer_delay=0.05, ring_interval=0.5)
 # The bench's own load lives here: a context btgw does not own.
@@ -83,6 +82,7 @@ class Gateway:
     pbx: AsteriskInstance
     phones: list[SimPhone]
     ami: AmiConnection  # the bench's own AMI user (all rights, events off)
+    mobile_status: list[tuple[float, str, str]]  # (arrival, device, status) seen by the bench
     daemon: Daemon
     work: Path
 
@@ -109,17 +109,8 @@ async def gateway(phones: int, extensions: int = 1) -> AsyncIterator[Gateway]:
         root, shim = await asyncio.gather(
             asyncio.to_thread(ensure_root), asyncio.to_thread(build_shim, cache_dir())
         )
-        pbx = AsteriskInstance(
-            root,
-            work / "asterisk",
-            env=shim_env(SOCK_DIR_IN_ROOT, adapters),
-            preload=shim,
-            binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
-            extra_config={
-                "extensions.conf": OWNER_EXTENSIONS,
-                "pjsip.conf": "",
-                "chan_mobile.conf": "",
-            },
+        pbx = shimmed_asterisk(
+            root, work / "asterisk", shim, sock_dir, adapters, extensions=OWNER_EXTENSIONS
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(asyncio.to_thread, pbx.close)
@@ -155,10 +146,24 @@ async def gateway(phones: int, extensions: int = 1) -> AsyncIterator[Gateway]:
                 pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, events="off"
             )
             stack.push_async_callback(ami.close)
+            # chan_mobile's own MobileStatus, as the bench sees it: the split
+            # between Asterisk's share of a detection and btgw's.
+            watch = await AmiConnection.open(
+                pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, events=["system"]
+            )
+            stack.push_async_callback(watch.close)
+            seen: list[tuple[float, str, str]] = []
+            watch.on_event(
+                lambda m: (
+                    seen.append((time.monotonic(), m.get("Device"), m.get("Status")))
+                    if m.event == "MobileStatus"
+                    else None
+                )
+            )
             daemon = await stack.enter_async_context(
                 btgw_run(config_path, work / "daemon", ["--bus-address", address])
             )
-            gw = Gateway(pbx, sims, ami, daemon, work)
+            gw = Gateway(pbx, sims, ami, seen, daemon, work)
             started = time.monotonic()
             await gw.all_up()
             await daemon.wait_snapshot(lambda s: bool(s.get("ready")), step=0.01)

@@ -135,6 +135,11 @@ def section_daemon(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
     r = asyncio.run(measure_gateway(4, drops, drops, idle))
     q, f, poll = r["quiet"], r["firehose"], r["poll_baseline"]
     print(f"  journald entry only: {fmt(q['journal'])}")
+    for name, part in (("quiet", q), ("firehose", f)):
+        print(
+            f"  {name}, link closed -> chan_mobile's MobileStatus: {fmt(part['chan_mobile'])}; "
+            f"then btgw: {fmt(part['btgw_share'])}"
+        )
     print(f"  return (back in range -> route up): {fmt(q['return'])}")
     print(
         f"  once-a-minute poll: saw {poll['seen']} of {poll['of']} drops; "

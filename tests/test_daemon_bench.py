@@ -37,7 +37,7 @@ from btgw.render.manager import EVENTS
 from btgw.sim.asterisk import AsteriskInstance, cache_dir
 from btgw.sim.hfp import CallState
 from btgw.sim.phone import PhoneBehaviour, SimPhone
-from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec, PhoneSpec
 from btgw.state import State, assign_adapters
 
@@ -46,7 +46,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the bench Asterisk needs root"),
 ]
 
-SOCK_DIR_IN_ROOT = "/run/btsim"
 ADAPTERS = (
     AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0"),
     AdapterSpec(mac="00:1A:7D:DA:71:11", hci="hci1"),
@@ -183,17 +182,8 @@ async def bench(
 ) -> AsyncIterator[Bench]:
     """Asterisk with btgw's generated manager.d/btgw.conf and chan_mobile.conf,
     and ``phones`` simulated phones serving (one adapter each)."""
-    pbx = AsteriskInstance(
-        root,
-        tmp / "asterisk",
-        env=shim_env(SOCK_DIR_IN_ROOT, list(ADAPTERS[:phones])),
-        preload=shim,
-        binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
-        extra_config={
-            "extensions.conf": OWNER_EXTENSIONS,
-            "pjsip.conf": "",
-            "chan_mobile.conf": "",
-        },
+    pbx = shimmed_asterisk(
+        root, tmp / "asterisk", shim, sock_dir, ADAPTERS[:phones], extensions=OWNER_EXTENSIONS
     )
     try:
         secret = secrets.token_hex(16)

@@ -28,16 +28,15 @@ from btgw.pairing.core import FoundPhone, Pairing
 from btgw.pairing.tomledit import remove_phone
 from btgw.render import Sources
 from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
-from btgw.sim.asterisk import AsteriskInstance, cache_dir
+from btgw.sim.asterisk import cache_dir
 from btgw.sim.bluez import BlueZSim, World, headset_spec
 from btgw.sim.dbus import PrivateBus
 from btgw.sim.phone import PhoneBehaviour, SimPhone
-from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec, PhoneSpec
 from btgw.sim.world import OWNER_EXTENSIONS, world_config
 from btgw.state import State, assign_adapters, load_state
 
-SOCK_DIR_IN_ROOT = "/run/btsim"
 ADAPTER = AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")
 PHONE = PhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Pixel 7 (Ana)", hfp_ag_channel=7)
 
@@ -88,17 +87,8 @@ async def test_pair_from_scan_to_connected_and_free(
     asterisk_root: Path, private_bus: PrivateBus, tmp_path: Path, sock_dir: Path
 ) -> None:
     shim = await asyncio.to_thread(build_shim, cache_dir())
-    pbx = AsteriskInstance(
-        asterisk_root,
-        tmp_path / "asterisk",
-        env=shim_env(SOCK_DIR_IN_ROOT, [ADAPTER]),
-        preload=shim,
-        binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
-        extra_config={
-            "extensions.conf": OWNER_EXTENSIONS,
-            "pjsip.conf": "",
-            "chan_mobile.conf": "",
-        },
+    pbx = shimmed_asterisk(
+        asterisk_root, tmp_path / "asterisk", shim, sock_dir, [ADAPTER], extensions=OWNER_EXTENSIONS
     )
     storage = tmp_path / "bluetooth"
     # The owner's btgw.toml: the simulated world's, before any phone was paired.

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from btgw.errors import BtgwError
+from btgw.sim.asterisk import AsteriskInstance
 from btgw.sim.spec import AdapterSpec, mac_key
 
 SHIM_SOURCE = Path(__file__).with_name("shim") / "btshim.c"
@@ -157,6 +158,37 @@ def shim_env(
     if log_path is not None:
         env[ENV_LOG] = str(log_path)
     return env
+
+
+SOCK_DIR_IN_ROOT = "/run/btsim"
+"""Where a shimmed Asterisk finds the simulated Bluetooth sockets (bind-mounted)."""
+
+
+def shimmed_asterisk(
+    root: Path,
+    workdir: Path,
+    shim: Path,
+    sock_dir: Path,
+    adapters: Sequence[AdapterSpec],
+    *,
+    extensions: str = "[general]\n",
+    pjsip: str = "",
+) -> AsteriskInstance:
+    """An Asterisk (not started) whose Bluetooth goes through the shim to the
+    simulated phones in ``sock_dir``, with ``adapters``; chan_mobile loads with
+    it (its chan_mobile.conf is empty until btgw renders one)."""
+    return AsteriskInstance(
+        root,
+        workdir,
+        env=shim_env(SOCK_DIR_IN_ROOT, adapters),
+        preload=shim,
+        binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
+        extra_config={
+            "extensions.conf": extensions,
+            "pjsip.conf": pjsip,
+            "chan_mobile.conf": "",
+        },
+    )
 
 
 def dev_info_path(sock_dir: Path, phone_mac: str) -> Path:

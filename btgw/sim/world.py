@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -46,14 +46,13 @@ from btgw.sim.bluez import World as Air
 from btgw.sim.dbus import PrivateBus
 from btgw.sim.hfp import CallState, DialOutcome
 from btgw.sim.phone import PhoneBehaviour, PhoneState, SimPhone
-from btgw.sim.shim import build_shim, shim_env
+from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.sipp import Answerer, SipEndpoint, SipPhone
 from btgw.sim.spec import AdapterSpec, PhoneSpec
 from btgw.state import State, assign_adapters
 
 T = TypeVar("T")
 
-SOCK_DIR_IN_ROOT = "/run/btsim"
 ADAPTER = AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")
 PHONE = PhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Simulated Pixel", hfp_ag_channel=3)
 OWNER_EXTENSIONS = "[general]\nstatic=yes\nwriteprotect=yes\n\n[default]\n"
@@ -324,19 +323,15 @@ class World:
         shim_job = asyncio.to_thread(build_shim, cache_dir())
         root, shim = await asyncio.gather(root_job, shim_job)
         ami_secret = secrets.token_hex(16)
-        pbx = AsteriskInstance(
+        # chan_mobile.conf is rendered below, once the instance's ports are known.
+        pbx = shimmed_asterisk(
             root,
             base / "asterisk",
-            env=shim_env(SOCK_DIR_IN_ROOT, [ADAPTER]),
-            preload=shim,
-            binds=[(sock_dir, SOCK_DIR_IN_ROOT)],
-            # A chan_mobile.conf tells the harness to load chan_mobile; the real
-            # one is rendered below, once the instance's ports are known.
-            extra_config={
-                "extensions.conf": OWNER_EXTENSIONS,
-                "pjsip.conf": _owner_pjsip(opts.sip_timer_t1),
-                "chan_mobile.conf": "",
-            },
+            shim,
+            sock_dir,
+            [ADAPTER],
+            extensions=OWNER_EXTENSIONS,
+            pjsip=_owner_pjsip(opts.sip_timer_t1),
         )
         stack.push_async_callback(asyncio.to_thread, pbx.close)
         self._pbx = pbx
@@ -631,7 +626,7 @@ async def run_world(
             async with contextlib.AsyncExitStack() as processes:
                 status_file = base / "status.json"
                 if daemon:
-                    await processes.enter_async_context(_daemon(world, status_file, out))
+                    await processes.enter_async_context(daemon_process(world, status_file, out))
                 watch = asyncio.create_task(_watch(world, status_file if daemon else None, out))
                 try:
                     if demo:
@@ -647,32 +642,37 @@ async def run_world(
 
 
 @contextlib.asynccontextmanager
-async def _daemon(world: World, status_file: Path, out: TextIO) -> AsyncIterator[None]:
-    """``btgw run`` as its own process against the world, stopped by PID."""
+async def btgw_run_process(
+    config: Path,
+    state: Path,
+    status_file: Path,
+    log_path: Path,
+    extra: Sequence[str] = (),
+    prefix: Sequence[str] = (),
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The real ``btgw run`` as its own process (``prefix`` wraps the
+    command), its output in ``log_path``; on exit SIGTERM, and SIGKILL if it
+    has not stopped within 10 s (only this process, by its PID)."""
     argv = [
+        *prefix,
         sys.executable,
         "-m",
         "btgw.cli",
         "--config",
-        str(world.config_path),
+        str(config),
         "--state",
-        str(world.base / "state.json"),
+        str(state),
         "run",
         "--status-file",
         str(status_file),
+        *extra,
     ]
-    if world.bus_address is not None:
-        argv += ["--bus-address", world.bus_address]
-    else:
-        argv.append("--no-bluez")
-    log_path = world.base / "btgw-run.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT
         )
-    print(f"btgw sim: btgw run started (pid {proc.pid}), its log: {log_path}", file=out, flush=True)
     try:
-        yield
+        yield proc
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -682,7 +682,22 @@ async def _daemon(world: World, status_file: Path, out: TextIO) -> AsyncIterator
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        print(f"btgw sim: btgw run stopped (exit {proc.returncode})", file=out, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def daemon_process(world: World, status_file: Path, out: TextIO) -> AsyncIterator[None]:
+    """``btgw run`` against the world (its BlueZ simulator, if it has one)."""
+    extra = ["--bus-address", world.bus_address] if world.bus_address else ["--no-bluez"]
+    log_path = world.base / "btgw-run.log"
+    state = world.base / "state.json"
+    async with btgw_run_process(world.config_path, state, status_file, log_path, extra) as proc:
+        print(
+            f"btgw sim: btgw run started (pid {proc.pid}), its log: {log_path}",
+            file=out,
+            flush=True,
+        )
+        yield
+    print(f"btgw sim: btgw run stopped (exit {proc.returncode})", file=out, flush=True)
 
 
 async def _route(world: World) -> str:
@@ -693,7 +708,7 @@ async def _route(world: World) -> str:
     return values[0] if values else "unset"
 
 
-async def _wait_route(world: World, want: str, timeout: float) -> float:
+async def wait_route(world: World, want: str, timeout: float) -> float:
     loop = asyncio.get_running_loop()
     start = loop.time()
     async with asyncio.timeout(timeout):
@@ -705,10 +720,10 @@ async def _wait_route(world: World, want: str, timeout: float) -> float:
 
 async def _demo(world: World, out: TextIO) -> None:
     """The phone walks away and comes back; the route follows it."""
-    await _wait_route(world, "up", timeout=30)
+    await wait_route(world, "up", timeout=30)
     print("demo: the phone walks out of range...", file=out, flush=True)
     await world.phone.out_of_range()
-    flipped = await _wait_route(world, "down", timeout=30)
+    flipped = await wait_route(world, "down", timeout=30)
     print(
         f"demo: route g1 is down {flipped * 1000:.0f} ms later: calls go to the trunk",
         file=out,
@@ -716,7 +731,7 @@ async def _demo(world: World, out: TextIO) -> None:
     )
     print("demo: the phone comes back in range...", file=out, flush=True)
     await world.phone.back_in_range()
-    back = await _wait_route(world, "up", timeout=60)
+    back = await wait_route(world, "up", timeout=60)
     print(
         f"demo: route g1 is up again {back:.1f} s later (chan_mobile reconnects every "
         f"{world.config.bluetooth.interval} s)",
