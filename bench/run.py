@@ -89,7 +89,7 @@ def section_apply(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
             print(HEADER)
             headline = measure(bench, *HEADLINE, reps=args.reps)
             print(row(headline), " <- headline")
-            out["headline"] = headline
+            out["apply"] = {"headline": headline}
             v.add(
                 "apply 8 phones/50 ext/2 trunks",
                 "<= 300 ms",
@@ -103,11 +103,11 @@ def section_apply(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
                 headline["noop"]["median_ms"] <= 50,
             )
             if not args.quick:
-                out["scale"] = []
+                curve = out["apply"]["curve"] = []
                 for phones in PHONES:
                     for extensions in EXTENSIONS:
                         r = measure(bench, phones, extensions, 2, reps=args.scale_reps)
-                        out["scale"].append(r)
+                        curve.append(r)
                         print(row(r))
         if "cli" in args.only:
             cli = measure_cli(bench.pbx, bench.work, reps=args.reps)
