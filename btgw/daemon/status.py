@@ -47,8 +47,12 @@ def status_path(
 
 
 def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
-    """Write atomically (temp file in the same directory, fsync, rename): a
+    """Write atomically (temp file in the same directory, then rename): a
     reader never sees half a file.
+
+    No fsync: the snapshot is runtime state (/run/btgw is a tmpfs, gone at
+    reboot), and a flush to disk when --status-file points at one would stall
+    the daemon's loop on every change (milliseconds on ext4, tens on an SD card).
 
     Raises:
         OSError: the directory cannot be created or written.
@@ -64,8 +68,6 @@ def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
