@@ -241,7 +241,8 @@ async def test_phone_out_of_range_and_back_flips_the_route(
             await b.wait_db("route/g1", "up")
             await b.wait_db("route/phone/phonea", "up")
             await until(lambda: supervisor.ready, "READY")
-            assert read(b.status).code == 0
+            # The snapshot is written after the decision that made the daemon ready.
+            await until(lambda: read(b.status).code == 0, "the snapshot saying ok")
 
             lost_at = time.monotonic()
             await b.phones[0].out_of_range()
@@ -251,9 +252,9 @@ async def test_phone_out_of_range_and_back_flips_the_route(
             # say; here only that MobileStatus, not the next poll, flipped it.
             assert flip is not None, "the route never flipped"
             assert flip < POLL_INTERVAL_S / 10, flip
-            reading = read(b.status)
             # The only phone and no trunk: nothing can carry calls out.
-            assert reading.code == 2 and "phonea" in reading.line
+            await until(lambda: read(b.status).code == 2, "the snapshot saying down")
+            assert "phonea" in read(b.status).line
             # The snapshot counts the AMI events the daemon got (MobileStatus at least).
             assert supervisor.snapshot()["ami"]["events"] >= 1
             print(
@@ -308,8 +309,8 @@ async def test_wrong_ami_secret_then_fixed(
             assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]
             assert "manager.d/btgw.conf" in refused[0].getMessage()
             await until(lambda: supervisor.ready, "READY (a refused login is a complete answer)")
-            reading = read(b.status)
-            assert reading.code == 2 and "unreachable" in reading.line
+            await until(lambda: read(b.status).code == 2, "the snapshot saying down")
+            assert "unreachable" in read(b.status).line
 
             # The operator fixes the secret: the daemon finds out on its own.
             manager = render_all(

@@ -118,9 +118,16 @@ async def test_adapter_prepared_then_again_after_replug_with_a_rebind(daemon) ->
     supervisor, fake, sim = daemon
     await until(lambda: ("prepare", ADAPTER) in fake.log, "the first prepare")
     await until(lambda: supervisor.ready, "READY")
+
+    def prepared_in_snapshot() -> bool:
+        snapshot = read(supervisor.status_path).snapshot  # type: ignore[arg-type]
+        adapters = (snapshot or {}).get("adapters") or [{}]
+        return adapters[0].get("prepared") is True
+
+    # The snapshot is written after the step that prepared the adapter.
+    await until(prepared_in_snapshot, "the snapshot showing the adapter prepared")
     snapshot = read(supervisor.status_path).snapshot  # type: ignore[arg-type]
     assert snapshot is not None
-    assert snapshot["adapters"][0]["prepared"] is True
     assert snapshot["bluez"]["state"] == "running"
     assert ("rebind", "") not in fake.log
 
@@ -222,9 +229,13 @@ async def test_trunk_registration_is_watched(asterisk_factory, tmp_path: Path) -
             lambda: supervisor.health is not None and "telnyx" in supervisor.health.summary,
             "health",
         )
-        snapshot = read(tmp_path / "status.json").snapshot
-        assert snapshot is not None
-        assert snapshot["trunks"] == [{"name": "telnyx", "registered": False}]
+        await until(
+            lambda: (
+                (read(tmp_path / "status.json").snapshot or {}).get("trunks")
+                == [{"name": "telnyx", "registered": False}]
+            ),
+            "the snapshot showing the trunk unregistered",
+        )
     finally:
         supervisor.stop()
         await asyncio.wait_for(task, 10)
