@@ -80,13 +80,7 @@ def _print_result(result: ApplyResult, as_json: bool) -> None:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     config, state, sources, state_path = load_all(args)
-    applier = Applier(
-        config,
-        state,
-        sources,
-        connector(config.asterisk.ami),
-        state_path.parent / "apply-journal.json",
-    )
+    applier = Applier.for_gateway(config, state, sources)
     if args.dry_run:
         diff = applier.diff()
         print(diff, end="")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from btgw.asterisk.ami import AmiActionError, AmiConnection, AmiFactory
+from btgw.asterisk.ami import AmiActionError, AmiConnection, AmiFactory, connector
 from btgw.asterisk.mobile import MobileParseError, matches_id, parse_show_devices
 from btgw.config import GatewayConfig
 from btgw.errors import AsteriskError
@@ -359,6 +359,13 @@ class Applier:
         self.journal = Journal(journal_path)
         self.renderer = renderer
         self.config_dir = config.asterisk.config_dir
+
+    @classmethod
+    def for_gateway(cls, config: GatewayConfig, state: State, sources: Sources) -> Applier:
+        """The applier of btgw's commands and daemon: btgw's own AMI user, and
+        the journal of pending reloads beside the state file."""
+        journal = sources.state.parent / JOURNAL_NAME
+        return cls(config, state, sources, connector(config.asterisk.ami), journal)
 
     def plan(self) -> list[FileChange]:
         """The changes apply would write (nothing is touched)."""

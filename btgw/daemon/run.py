@@ -71,13 +71,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     spath = state_path(args)
     config = load_config(cfg_path)
     state = assign_adapters(config, load_state_or_rebuild(spath))
-    applier = Applier(
-        config,
-        state,
-        Sources(cfg_path, spath),
-        connector(config.asterisk.ami),
-        spath.parent / "apply-journal.json",
-    )
+    applier = Applier.for_gateway(config, state, Sources(cfg_path, spath))
     asyncio.run(
         serve(
             config,

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TextIO
 
-from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.bluez.agent import PairingAgent
 from btgw.bluez.client import BlueZClient
@@ -126,13 +125,7 @@ async def _pairing(
         return await async_find_hfp_ag_channel(storage, adapter_mac, phone_mac)
 
     def applier(config: GatewayConfig, state: State) -> Applier:
-        return Applier(
-            config,
-            state,
-            Sources(config=cfg, state=spath),
-            connector(config.asterisk.ami),
-            spath.parent / "apply-journal.json",
-        )
+        return Applier.for_gateway(config, state, Sources(config=cfg, state=spath))
 
     async with BlueZClient() as client:
         agent = PairingAgent(client) if with_agent else None

@@ -378,7 +378,7 @@ class World:
         )
         stack.push_async_callback(self._ami.close)
         self._ami.on_event(self._on_event)
-        applier = Applier(config, state, sources, self.connect, base / "apply-journal.json")
+        applier = Applier.for_gateway(config, state, sources)
         result = await applier.apply()
         self.apply_result = result
         self._say(
