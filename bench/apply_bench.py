@@ -22,10 +22,11 @@ from btgw.asterisk.ami import AmiConnection, connector
 from btgw.asterisk.apply import Applier, reload_module
 from btgw.config import GatewayConfig, parse_config
 from btgw.render import Sources
-from btgw.render.files import CHAN_MOBILE, MANAGER, Module, render_all
+from btgw.render.files import Module, render_all
 from btgw.sim.asterisk import AsteriskInstance, cache_dir, ensure_root
 from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec
+from btgw.sim.world import preinstall
 from btgw.state import State, assign_adapters
 
 AMI_SECRET = "bench-ami-secret-0001"
@@ -124,10 +125,7 @@ def bench_asterisk(max_adapters: int) -> Iterator[Bench]:
         try:
             bench = Bench(pbx, work)
             seed = bench.config(1, 1, 1)
-            rendered = render_all(seed, assign_adapters(seed, State()), Sources(work, work))
-            for gen in (MANAGER, CHAN_MOBILE):
-                (pbx.etc_dir / gen.name).parent.mkdir(parents=True, exist_ok=True)
-                (pbx.etc_dir / gen.name).write_text(rendered[gen])
+            preinstall(pbx, seed, Sources(work, work))
             pbx.start()
             yield bench
         finally:

@@ -24,7 +24,7 @@ from typing import Any
 from btgw.asterisk.ami import AmiConnection
 from btgw.sim.journald import JournalSink, journald_wrapper
 from btgw.sim.phone import SimPhone
-from btgw.sim.world import btgw_run_process
+from btgw.sim.world import btgw_run_process, read_route
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -114,12 +114,6 @@ def phone_route(snapshot: dict[str, Any], name: str) -> str | None:
     return None
 
 
-async def db_get(ami: AmiConnection, key: str) -> str | None:
-    reply = await ami.action("DBGet", {"Family": "btgw", "Key": key}, check=False)
-    values = [e.get("Val") for e in reply.events if e.event == "DBGetResponse"]
-    return values[0] if values else None
-
-
 @dataclass
 class Drop:
     """One phone walking out of range and back, seen from outside the daemon."""
@@ -163,7 +157,7 @@ async def drop(
         )
 
     status = await daemon.wait_snapshot(down)
-    route = await db_get(ami, f"route/phone/{name}")
+    route = await read_route(ami, f"route/phone/{name}")
     if route != "down":
         raise RuntimeError(f"snapshot says {name} is down, AstDB route/phone/{name} says {route}")
     result = Drop(name, t0, journal - t0, status - t0)
@@ -197,6 +191,6 @@ async def returned(daemon: Daemon, ami: AmiConnection, drops: list[Drop]) -> Non
                 raise RuntimeError(f"btgw run exited; see {daemon.log_path}")
             await asyncio.sleep(0.005)
     for d in drops:
-        route = await db_get(ami, f"route/phone/{d.phone}")
+        route = await read_route(ami, f"route/phone/{d.phone}")
         if route != "up":
             raise RuntimeError(f"snapshot says {d.phone} is back, AstDB says {route}")

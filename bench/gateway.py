@@ -22,7 +22,6 @@ from bench.daemon_probe import Daemon, btgw_run, phone_route
 from btgw.asterisk.ami import AmiConnection
 from btgw.config import parse_config
 from btgw.render import Sources
-from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
 from btgw.sim.asterisk import AsteriskInstance, cache_dir, ensure_root
 from btgw.sim.bluez import BlueZSim
 from btgw.sim.bluez import World as Air
@@ -30,7 +29,7 @@ from btgw.sim.dbus import PrivateBus
 from btgw.sim.phone import PhoneBehaviour, SimPhone
 from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec, PhoneSpec
-from btgw.state import State, assign_adapters
+from btgw.sim.world import preinstall
 
 INTERVAL = 5  # chan_mobile's reconnect interval: btgw's lowest allowed
 BEHAVIOUR = PhoneBehaviour(answer_delay=0.05, ring_interval=0.5)
@@ -117,12 +116,7 @@ async def gateway(phones: int, extensions: int = 1) -> AsyncIterator[Gateway]:
             config_path = work / "btgw.toml"
             config_path.write_text(gateway_toml(pbx, secrets.token_hex(16), phones, extensions))
             config = parse_config(config_path.read_text(), config_path)
-            rendered = render_all(
-                config, assign_adapters(config, State()), Sources(config_path, work / "state.json")
-            )
-            for gen in (MANAGER, CHAN_MOBILE):  # what the installer does once
-                (pbx.etc_dir / gen.name).parent.mkdir(parents=True, exist_ok=True)
-                (pbx.etc_dir / gen.name).write_text(rendered[gen])
+            preinstall(pbx, config, Sources(config_path, work / "state.json"))
             bus = PrivateBus(work / "dbus")
             address = await asyncio.to_thread(bus.start)
             stack.callback(bus.stop)

@@ -27,15 +27,14 @@ from btgw.config import GatewayConfig, parse_config
 from btgw.pairing.core import FoundPhone, Pairing
 from btgw.pairing.tomledit import remove_phone
 from btgw.render import Sources
-from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
 from btgw.sim.asterisk import cache_dir
 from btgw.sim.bluez import BlueZSim, World, headset_spec
 from btgw.sim.dbus import PrivateBus
 from btgw.sim.phone import PhoneBehaviour, SimPhone
 from btgw.sim.shim import build_shim, shimmed_asterisk
 from btgw.sim.spec import AdapterSpec, PhoneSpec
-from btgw.sim.world import OWNER_EXTENSIONS, world_config
-from btgw.state import State, assign_adapters, load_state
+from btgw.sim.world import OWNER_EXTENSIONS, preinstall, world_config
+from btgw.state import State, load_state
 
 ADAPTER = AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")
 PHONE = PhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Pixel 7 (Ana)", hfp_ag_channel=7)
@@ -100,10 +99,7 @@ async def test_pair_from_scan_to_connected_and_free(
     config = parse_config(text, cfg_path)
     sources = Sources(cfg_path, state_path)
     # Installed once by the owner: btgw's AMI user, and chan_mobile.conf (adapter only).
-    rendered = render_all(config, assign_adapters(config, State()), sources)
-    for gen in (MANAGER, CHAN_MOBILE):
-        (pbx.etc_dir / gen.name).parent.mkdir(parents=True, exist_ok=True)
-        (pbx.etc_dir / gen.name).write_text(rendered[gen])
+    preinstall(pbx, config, sources)
 
     world = World([ADAPTER], [headset_spec("00:0D:44:AA:BB:CC"), PHONE])
     sim = BlueZSim(

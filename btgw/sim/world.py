@@ -354,13 +354,7 @@ class World:
         self._config = config
         sources = Sources(cfg_path, base / "state.json")
         state = assign_adapters(config, State())
-        # What an installer does once: btgw's AMI user exists before the first apply;
-        # chan_mobile.conf is in place so chan_mobile loads with Asterisk.
-        rendered = render_all(config, state, sources)
-        for gen in (MANAGER, CHAN_MOBILE):
-            path = pbx.etc_dir / gen.name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(rendered[gen])
+        preinstall(pbx, config, sources)
 
         await self._start_phone(sock_dir)
 
@@ -700,12 +694,26 @@ async def daemon_process(world: World, status_file: Path, out: TextIO) -> AsyncI
     print(f"btgw sim: btgw run stopped (exit {proc.returncode})", file=out, flush=True)
 
 
-async def _route(world: World) -> str:
-    reply = await world.ami.action(
-        "DBGet", {"Family": ROUTE_DB_FAMILY, "Key": route_key(1)}, check=False
-    )
+def preinstall(pbx: AsteriskInstance, config: GatewayConfig, sources: Sources) -> None:
+    """What an installer does once, before Asterisk starts: btgw's AMI user
+    exists before the first apply, and chan_mobile.conf is in place so
+    chan_mobile loads with Asterisk."""
+    rendered = render_all(config, assign_adapters(config, State()), sources)
+    for gen in (MANAGER, CHAN_MOBILE):
+        path = pbx.etc_dir / gen.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered[gen])
+
+
+async def read_route(ami: AmiConnection, key: str) -> str | None:
+    """The route state btgw published at AstDB ``btgw/<key>`` (None: unset)."""
+    reply = await ami.action("DBGet", {"Family": ROUTE_DB_FAMILY, "Key": key}, check=False)
     values = [e.get("Val") for e in reply.events if e.event == "DBGetResponse"]
-    return values[0] if values else "unset"
+    return values[0] if values else None
+
+
+async def _route(world: World) -> str:
+    return await read_route(world.ami, route_key(1)) or "unset"
 
 
 async def wait_route(world: World, want: str, timeout: float) -> float:
