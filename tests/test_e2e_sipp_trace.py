@@ -5,9 +5,7 @@ from __future__ import annotations
 from btgw.sim.sipp import (
     SipMessage,
     parse_message,
-    parse_stamp,
     split_trace,
-    split_trace_stamped,
     ulaw_encode,
     ulaw_loud,
 )
@@ -59,22 +57,6 @@ def test_trace_of_an_invite_and_its_answer() -> None:
     assert ok.sdp_media() is None
     assert "got INVITE sip:600111222@127.0.0.2:20416 SIP/2.0 From: " in invite.summary()
     assert "PAI: <sip:+34910000000@127.0.0.1>" in invite.summary()
-
-
-def test_each_message_keeps_the_time_sipp_stamped_it() -> None:
-    later = SEP.replace("11.527912", "11.530412")
-    text = trace(("in", INVITE)) + trace(("out", OK)).replace(SEP, later)
-    pairs = split_trace_stamped(text)
-    assert [stamp for stamp, _ in pairs] == [
-        "2026-11-26 06:51:11.527912",
-        "2026-11-26 06:51:11.530412",
-    ]
-    assert [chunk for _, chunk in pairs] == split_trace(text)
-    invite, ok = (parse_message(chunk, parse_stamp(stamp)) for stamp, chunk in pairs)
-    assert invite is not None and ok is not None
-    assert invite.timestamp is not None and ok.timestamp is not None
-    assert (ok.timestamp - invite.timestamp).total_seconds() == 0.0025
-    assert parse_message(pairs[0][1]).timestamp is None  # unstamped, as before
 
 
 def test_a_message_cut_short_is_not_taken_yet() -> None:

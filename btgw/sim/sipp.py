@@ -27,7 +27,6 @@ import struct
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,14 +46,10 @@ DEFAULT_TIMEOUT = 10.0
 # A phone that "never" answers still needs a finite SIPp timeout: one hour.
 NEVER_MS = 3_600_000
 # SIPp writes a line of dashes and a timestamp before every traced message.
-_SEPARATOR = re.compile(r"^-{20,} (.*)$", re.MULTILINE)
-# The separator's timestamp: SIPp's wall clock (local time, microseconds),
-# but the value its main loop last read, not the moment the datagram moved:
-# fine for figures in tens of ms, several ms off at worst, so across two
-# processes even the order can come out wrong (seen: a trunk INVITE stamped
-# 4.5 ms before the phone INVITE that caused it).  Time a path of a few ms on
-# the wire instead (bench/sip_capture.py).
-_STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# Its timestamp is the value SIPp's main loop last read, not the moment the
+# datagram moved: several ms off at worst, so across two processes even the
+# order can come out wrong.  bench/sip_capture.py times packets instead.
+_SEPARATOR = re.compile(r"^-{20,} .*$", re.MULTILINE)
 _USER = re.compile(r"sips?:([^@;>\s]+)@")
 
 
@@ -75,9 +70,6 @@ class SipMessage:
     start_line: str
     headers: tuple[tuple[str, str], ...]
     body: str
-    timestamp: datetime | None = None
-    """When SIPp sent or received it (the trace's separator line), if known;
-    local time, and only as fine as SIPp's loop clock (see _STAMP_FORMAT)."""
 
     def header(self, name: str) -> str | None:
         """First value of header ``name`` (case-insensitive), or None."""
@@ -156,9 +148,8 @@ def _user_of(uri: str) -> str | None:
     return match.group(1) if match else None
 
 
-def parse_message(chunk: str, timestamp: datetime | None = None) -> SipMessage | None:
-    """One traced message (the text between two separator lines), stamped
-    with ``timestamp`` (see :func:`split_trace_stamped`).
+def parse_message(chunk: str) -> SipMessage | None:
+    """One traced message (the text between two separator lines).
 
     Returns None for a chunk that is not (yet) a whole SIP message: SIPp may
     be half-way through writing it.
@@ -186,9 +177,7 @@ def parse_message(chunk: str, timestamp: datetime | None = None) -> SipMessage |
         name, colon, value = line.partition(":")
         if colon:
             headers.append((name.strip(), value.strip()))
-    message = SipMessage(
-        sent, lines[0].strip(), tuple(headers), body.rstrip("\n") + "\n", timestamp
-    )
+    message = SipMessage(sent, lines[0].strip(), tuple(headers), body.rstrip("\n") + "\n")
     length = message.header("Content-Length") or message.header("l")
     if (
         length is not None
@@ -202,36 +191,7 @@ def parse_message(chunk: str, timestamp: datetime | None = None) -> SipMessage |
 
 def split_trace(text: str) -> list[str]:
     """The message chunks of a ``-trace_msg`` file, oldest first."""
-    return [chunk for _, chunk in split_trace_stamped(text)]
-
-
-def split_trace_stamped(text: str) -> list[tuple[str, str]]:
-    """(separator text, chunk) pairs of a ``-trace_msg`` file, oldest first.
-
-    The separator text is what follows the dashes (SIPp's timestamp; "" for
-    text before the first separator); :func:`parse_stamp` reads it.
-
-    >>> split_trace_stamped("-" * 47 + " 2026-11-26 06:51:11.527912\\nUDP message sent\\n")
-    [('2026-11-26 06:51:11.527912', '\\nUDP message sent\\n')]
-    """
-    parts = _SEPARATOR.split(text)
-    pairs = [("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
-    return [(stamp.strip(), chunk) for stamp, chunk in pairs if chunk.strip()]
-
-
-def parse_stamp(text: str) -> datetime | None:
-    """A separator's timestamp, or None when it holds none.
-
-    >>> parse_stamp("2026-11-26 06:51:11.527912").microsecond
-    527912
-    >>> parse_stamp("pending") is None
-    True
-    """
-    try:
-        # Naive on purpose: SIPp writes local time, and stamps are only compared.
-        return datetime.strptime(text, _STAMP_FORMAT)
-    except ValueError:
-        return None
+    return [c for c in _SEPARATOR.split(text) if c.strip()]
 
 
 # --------------------------------------------------------------------------
@@ -477,18 +437,18 @@ class SippProcess:
             return
         self._offset += len(data)
         self._pending += data.decode("utf-8", errors="replace")
-        chunks = split_trace_stamped(self._pending)
+        chunks = split_trace(self._pending)
         complete: list[SipMessage] = []
         rest = ""
-        for index, (stamp, chunk) in enumerate(chunks):
-            message = parse_message(chunk, parse_stamp(stamp))
+        for index, chunk in enumerate(chunks):
+            message = parse_message(chunk)
             if message is None:
                 if index == len(chunks) - 1:
-                    rest = f"{'-' * 47} {stamp or 'pending'}\n{chunk}"
+                    rest = chunk
                 continue
             complete.append(message)
-        # Keep an unfinished last chunk, with its separator so it splits again.
-        self._pending = rest
+        # Keep an unfinished last chunk, with a separator so it splits again.
+        self._pending = ("-" * 47 + " pending\n" + rest) if rest else ""
         for message in complete:
             self._messages.append(message)
             for handler in list(self._handlers):
