@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.stats import stats
 from btgw.asterisk.ami import AmiConnection, connector
 from btgw.asterisk.apply import Applier, reload_module
 from btgw.config import GatewayConfig, parse_config
@@ -130,12 +130,6 @@ def bench_asterisk(max_adapters: int) -> Iterator[Bench]:
             yield bench
         finally:
             pbx.close()
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(ordered) * 1000, "p95_ms": p95 * 1000, "n": len(ordered)}
 
 
 async def _baseline(bench: Bench, config: GatewayConfig, modules: list[Module]) -> float:

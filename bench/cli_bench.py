@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.apply_bench import stats
+from bench.stats import stats
 from btgw.daemon.status import HEARTBEAT_S, write_snapshot
 from btgw.sim.asterisk import AsteriskInstance
 

@@ -27,31 +27,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.daemon_probe import Drop, cpu_seconds, drop, returned, rss_mb
+from bench.daemon_probe import Drop, drop, returned
 from bench.gateway import INTERVAL, Gateway, gateway
+from bench.stats import cpu_meter, rss_mb, stats
 from btgw.asterisk.ami import AmiConnection
 from btgw.asterisk.mobile import parse_show_devices
+from btgw.sim.hfp import CallState
 
 POLL_BASELINE_S = 60.0
 FIREHOSE_CALLS_PER_S = 120.0  # about 19 AMI events each: ~2,300 events/s
 FIREHOSE_CHUNK_S = 30.0
 RELOADS_PER_ROUND = 120
-
-
-def dist(seconds: list[float]) -> dict[str, float]:
-    """Median, p95, p99 (nearest rank) and max, in milliseconds."""
-    ordered = sorted(seconds)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
-
-    return {
-        "median_ms": statistics.median(ordered) * 1000,
-        "p95_ms": rank(0.95),
-        "p99_ms": rank(0.99),
-        "max_ms": ordered[-1] * 1000,
-        "n": len(ordered),
-    }
 
 
 @dataclass
@@ -89,12 +75,16 @@ class Poller:
             known = d.at + d.journal  # chan_mobile's view changed no later than this
             ticks = math.ceil((known - self.started) / self.period)
             waits.append(self.started + ticks * self.period - d.at)
-        return {"period_s": self.period, "seen": seen, "of": len(drops), "latency": dist(waits)}
+        return {"period_s": self.period, "seen": seen, "of": len(drops), "latency": stats(waits)}
 
 
-async def call_through_phone(gw: Gateway, number: str = "600111222") -> bool:
-    """An outbound call through btgw's dialplan right after the return: True
-    when it went out through the phone (the phone got ATD)."""
+async def call_through_phone(gw: Gateway, number: str = "600111222") -> None:
+    """An outbound call through btgw's dialplan right after the return; it
+    must go out through the phone (the phone gets ATD) and end.
+
+    Raises:
+        TimeoutError: it did not reach the phone, or did not end.
+    """
     sim = gw.phones[0]
     before = len(sim.commands)
     await gw.ami.action(
@@ -111,9 +101,8 @@ async def call_through_phone(gw: Gateway, number: str = "600111222") -> bool:
         while want not in sim.commands[before:]:  # noqa: ASYNC110 - the phone has no event for it
             await asyncio.sleep(0.01)
         # The call ends (Wait, hang up, AT+CHUP) before the next round drops the phone.
-        while sim.state.call.value != "idle":  # noqa: ASYNC110
+        while sim.state.call is not CallState.IDLE:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    return True
 
 
 async def reload_burst(ami: AmiConnection, n: int) -> None:
@@ -127,18 +116,20 @@ async def reload_burst(ami: AmiConnection, n: int) -> None:
 
 
 async def rounds(
-    gw: Gateway, drops: int, *, calls_every: int = 5, reloads: int = RELOADS_PER_ROUND
+    gw: Gateway, drops: int, *, calls_every: int | None = 5, reloads: int = RELOADS_PER_ROUND
 ) -> tuple[list[Drop], dict[str, Any]]:
-    """Drop phones until ``drops`` drops are measured.  Between rounds, a call
-    through the phone; while the phones reconnect, a burst of reloads (the
-    soak's other events).  The daemon's RSS is sampled after every round."""
+    """Drop phones until ``drops`` drops are measured.  Every ``calls_every``
+    rounds (None: never), a call through the phone; while the phones
+    reconnect, a burst of reloads (the soak's other events).  The daemon's
+    RSS is sampled after every round."""
     out: list[Drop] = []
     counts: dict[str, Any] = {"calls": 0, "reloads": 0, "rss_mb": []}
     n = 0
     while len(out) < drops:
         await gw.all_up()
-        if n % calls_every == 0:
-            counts["calls"] += await call_through_phone(gw)
+        if calls_every is not None and n % calls_every == 0:
+            await call_through_phone(gw)
+            counts["calls"] += 1
         batch = []
         for i, sim in enumerate(gw.phones):
             if len(out) + len(batch) >= drops:
@@ -174,13 +165,13 @@ def summary(drops: list[Drop]) -> dict[str, Any]:
     chan_mobile = [d.asterisk for d in drops if d.asterisk is not None]
     btgw = [d.status - d.asterisk for d in drops if d.asterisk is not None]
     return {
-        "detection": dist([d.status for d in drops]),
-        "journal": dist([d.journal for d in drops]),
+        "detection": stats([d.status for d in drops]),
+        "journal": stats([d.journal for d in drops]),
         # The split: link closed -> chan_mobile's MobileStatus at the bench,
         # and from there to btgw's snapshot (btgw's own share).
-        "chan_mobile": dist(chan_mobile),
-        "btgw_share": dist(btgw),
-        "return": dist([d.returned for d in drops]),
+        "chan_mobile": stats(chan_mobile),
+        "btgw_share": stats(btgw),
+        "return": stats([d.returned for d in drops]),
     }
 
 
@@ -197,45 +188,40 @@ async def measure_gateway(
         result["asterisk_rss_start_mb"] = rss_mb(gw.pbx.pid)
         say(f"  btgw run ready in {gw.ready_seconds:.2f} s, RSS {result['rss_start_mb']:.1f} MB")
 
-        c0, t0 = d.cpu_seconds(), time.monotonic()
+        idle = cpu_meter(d.pid)
         await asyncio.sleep(idle_s)
-        result["idle"] = {
-            "seconds": idle_s,
-            "cpu_pct": 100 * (d.cpu_seconds() - c0) / (time.monotonic() - t0),
-        }
+        result["idle"] = {"seconds": idle_s, "cpu_pct": idle()}
         say(f"  idle {idle_s:.0f} s: {result['idle']['cpu_pct']:.2f} % of a core")
 
         poller = Poller(gw.ami)
         poll_task = asyncio.create_task(poller.run())
         try:
-            c0, t0 = d.cpu_seconds(), time.monotonic()
+            btgw_cpu = cpu_meter(d.pid)
             quiet, counts = await rounds(gw, drops)
-            quiet_cpu = 100 * (d.cpu_seconds() - c0) / (time.monotonic() - t0)
-            result["quiet"] = {**summary(quiet), "cpu_pct": quiet_cpu}
+            result["quiet"] = {**summary(quiet), "cpu_pct": btgw_cpu()}
             say(f"  {len(quiet)} drops: {fmt(result['quiet']['detection'])}")
 
             stop = asyncio.Event()
             hose = asyncio.create_task(firehose_chunks(gw, stop))
             await asyncio.sleep(3.0)  # the load is up
-            a0 = cpu_seconds(gw.pbx.pid)
-            c0, t0 = d.cpu_seconds(), time.monotonic()
+            btgw_cpu, pbx_cpu = cpu_meter(d.pid), cpu_meter(gw.pbx.pid)
             loaded, more = await rounds(gw, firehose_drops)
-            elapsed = time.monotonic() - t0
-            load_cpu = 100 * (d.cpu_seconds() - c0) / elapsed
-            pbx_cpu = 100 * (cpu_seconds(gw.pbx.pid) - a0) / elapsed
+            load_cpu, load_pbx_cpu = btgw_cpu(), pbx_cpu()
             stop.set()
             chunks = await hose
         finally:
             poll_task.cancel()
         rates = [r for c in chunks for r in c["events_per_second"]]
+        loaded_summary = summary(loaded)
         result["firehose"] = {
-            **summary(loaded),
+            **loaded_summary,
             "cpu_pct": load_cpu,
-            "asterisk_cpu_pct": pbx_cpu,
+            "asterisk_cpu_pct": load_pbx_cpu,
             "events_per_s_median": statistics.median(rates),
             "events_per_s_min": min(rates),
             "calls": sum(c["calls"] for c in chunks),
-            "p99_ratio_to_quiet": result_p99(loaded) / result_p99(quiet),
+            "p99_ratio_to_quiet": loaded_summary["detection"]["p99_ms"]
+            / result["quiet"]["detection"]["p99_ms"],
         }
         say(
             f"  {len(loaded)} drops under {statistics.median(rates):.0f} AMI events/s: "
@@ -243,12 +229,9 @@ async def measure_gateway(
         )
         result["poll_baseline"] = poller.judge(quiet)
         snap = d.snapshot()
-        c0, t0 = d.cpu_seconds(), time.monotonic()
+        idle = cpu_meter(d.pid)
         await asyncio.sleep(idle_s)
-        result["idle_after_soak"] = {
-            "seconds": idle_s,
-            "cpu_pct": 100 * (d.cpu_seconds() - c0) / (time.monotonic() - t0),
-        }
+        result["idle_after_soak"] = {"seconds": idle_s, "cpu_pct": idle()}
         result["rss_end_mb"] = d.rss_mb()
         result["asterisk_rss_end_mb"] = rss_mb(gw.pbx.pid)
         result["soak"] = {
@@ -268,10 +251,6 @@ async def measure_gateway(
     return result
 
 
-def result_p99(drops: list[Drop]) -> float:
-    return dist([d.status for d in drops])["p99_ms"]
-
-
 def fmt(d: dict[str, float]) -> str:
     return (
         f"median {d['median_ms']:.1f} ms, p95 {d['p95_ms']:.1f}, p99 {d['p99_ms']:.1f}, "
@@ -284,7 +263,7 @@ async def measure_scale(phones: int, drops: int, extensions: int = 1) -> dict[st
     ``extensions`` SIP extensions in the generated configuration)."""
     async with gateway(phones, extensions) as gw:
         await asyncio.sleep(2.0)
-        measured, _ = await rounds(gw, drops, calls_every=1_000_000, reloads=0)
+        measured, _ = await rounds(gw, drops, calls_every=None, reloads=0)
         return {
             "phones": phones,
             "extensions": extensions,

@@ -14,19 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.stats import rss_mb
 from btgw.asterisk.ami import AmiConnection
 from btgw.sim.journald import JournalSink, journald_wrapper
 from btgw.sim.phone import SimPhone
 from btgw.sim.world import btgw_run_process, read_route
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def event(name: str, **match: str) -> Callable[[dict[str, str]], bool]:
@@ -55,9 +53,6 @@ class Daemon:
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
 
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
     async def wait_snapshot(
         self, want: Callable[[dict[str, Any]], bool], step: float = 0.001, timeout: float = 30.0
     ) -> float:
@@ -68,21 +63,6 @@ class Daemon:
                     raise RuntimeError(f"btgw run exited; see {self.log_path}")
                 await asyncio.sleep(step)
         return time.monotonic()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"process {pid} has no VmRSS (a zombie?)")
 
 
 @contextlib.asynccontextmanager

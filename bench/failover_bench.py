@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.apply_bench import stats
 from bench.sip_capture import LoopbackSipCapture
+from bench.stats import stats
 from btgw.errors import BtgwError
 from btgw.sim.sipp import Call
 from btgw.sim.world import TRUNK_CALLER_ID, World, WorldOptions, daemon_process, wait_route

@@ -52,16 +52,11 @@ async def run(host: str, port: int, user: str, secret: str, rate: float, seconds
             refused += 1
 
     try:
-        n = 0
-        while (now := time.monotonic() - start) < seconds:
-            due = start + n / rate
-            if due > time.monotonic():
-                await asyncio.sleep(due - time.monotonic())
+        for n in range(int(seconds * rate)):  # call n is due n / rate after the start
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
             task = asyncio.create_task(originate())
             pending.add(task)
             task.add_done_callback(pending.discard)
-            n += 1
-            del now
         await asyncio.gather(*pending)
         await asyncio.sleep(1.0)  # the last calls' events
     finally:
