@@ -21,8 +21,8 @@ from __future__ import annotations
 import sys
 
 from btgw import __version__
+from btgw.daemon.cli import READERS, run_plain
 from btgw.daemon.cli import register as register_daemon
-from btgw.daemon.cli import run_plain
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is slow
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     Handler = Callable[[argparse.Namespace], int]
 
 _COMMANDS = "btgw.commands"
-
-QUIET_COMMANDS = frozenset({"status", "health"})
-"""Commands that read one file, print and never log: when they go through the
-parser (``btgw -v health``), they still skip importing logging (~7 ms)."""
 
 # -- plumbing -----------------------------------------------------------------
 
@@ -49,7 +45,7 @@ def _path(text: str) -> Path:
 
 
 def _configure_logging(verbose: bool) -> None:
-    import logging  # noqa: PLC0415 - see QUIET_COMMANDS
+    import logging  # noqa: PLC0415 - status and health never log (see _run)
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -156,7 +152,9 @@ def _run(argv: Sequence[str]) -> int:
     from btgw.errors import BtgwError, ExitCode  # noqa: PLC0415 - see the module docstring
 
     args = build_parser().parse_args(argv)
-    if args.command not in QUIET_COMMANDS:
+    # status and health read one file, print and never log: even through the
+    # parser (``btgw -v health``) they skip importing logging (~7 ms).
+    if args.command not in READERS:
         _configure_logging(args.verbose)
     try:
         code: int = resolve(args.func)(args)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from btgw.cliutil import AddCommand  # pulls in the pydantic config models
 
 READERS = ("status", "health")
-"""The commands :func:`run_plain` can answer."""
+"""The commands that only read the snapshot: :func:`run_plain` answers them,
+and they never set up logging."""
 
 
 def _status_file_option(p: argparse.ArgumentParser) -> None:
