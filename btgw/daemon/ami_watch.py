@@ -119,6 +119,7 @@ class AmiWatcher:
         self._runner: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
         self._running: set[str] = set()  # coalesced work in progress
+        self._refresh_lock = asyncio.Lock()
         self._again: set[str] = set()  # ... asked for again meanwhile
         self.failures = 0
         self.last_error: AmiError | None = None
@@ -251,7 +252,7 @@ class AmiWatcher:
             ami.banner or "no banner",
             extra=fields(Event.ASTERISK_CONNECTED),
         )
-        await self.refresh()
+        await self._refresh_alone()
         self.synced = True
         self._changed()
         self._spawn(self._poll(ami), "ami-poll")
@@ -310,13 +311,19 @@ class AmiWatcher:
     async def _poll(self, ami: AmiConnection) -> None:
         while not ami.closed.done():
             await asyncio.sleep(self._poll_interval)
-            await self.refresh()
+            await self._refresh_alone()
 
     async def refresh(self) -> None:
         """Re-read devices, calls and registrations (errors end in the cache as unknown)."""
         await self.refresh_mobile()
         await self.refresh_calls()
         await self.refresh_trunks()
+
+    async def _refresh_alone(self) -> None:
+        """:meth:`refresh`, one at a time: events, the slow poll and a
+        reconnect all ask for one, and two at once would only read twice."""
+        async with self._refresh_lock:
+            await self.refresh()
 
     async def refresh_mobile(self) -> None:
         ami = self._ami
@@ -394,9 +401,9 @@ class AmiWatcher:
         elif name == "FullyBooted":
             self.boots += 1
             self.published.clear()
-            self._coalesced("ami-refresh", self.refresh)
+            self._coalesced("ami-refresh", self._refresh_alone)
         elif name == "Reload":
-            self._coalesced("ami-refresh", self.refresh)
+            self._coalesced("ami-refresh", self._refresh_alone)
         elif name == "Shutdown":
             self.mobile = None
             self.published.clear()
