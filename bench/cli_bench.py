@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.stats import stats
 from btgw.daemon.status import HEARTBEAT_S, write_snapshot
-from btgw.sim.asterisk import AsteriskInstance
+from testbed.asterisk import AsteriskInstance
 
 ROOT = Path(__file__).resolve().parents[1]
 PHONES = ("pepe", "maria", "oficina")

@@ -94,19 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
         f"{_COMMANDS}:cmd_doctor",
         "check adapters, Asterisk, chan_mobile and the files; say what to fix",
     )
-    p = add(
-        "sim",
-        f"{_COMMANDS}:cmd_sim",
-        "start the simulated world (real Asterisk, simulated phone and Bluetooth) for a machine "
-        "without Bluetooth",
-    )
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument(
-        "--demo",
-        action="store_true",
-        help="walk the phone out of range and back once, to watch the route follow it",
-    )
-    p.add_argument("--no-daemon", action="store_true", help="leave `btgw run` out of the world")
     add(
         "config-reference",
         f"{_COMMANDS}:cmd_config_reference",

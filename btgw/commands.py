@@ -1,5 +1,5 @@
-"""The commands defined by btgw.cli itself: check, render, apply, doctor,
-sim and config-reference (imported only when one of them runs)."""
+"""The commands defined by btgw.cli itself: check, render, apply, doctor
+and config-reference (imported only when one of them runs)."""
 
 from __future__ import annotations
 
@@ -114,19 +114,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 print(f"       fix: {f.fix}")
     level = doctor.worst(findings)
     return ExitCode.OK if level is not doctor.Level.FAIL else ExitCode.FAILURE
-
-
-def cmd_sim(args: argparse.Namespace) -> int:
-    # Imported here: the gateway itself never needs the bench.
-    from btgw.sim.world import run_world  # noqa: PLC0415
-
-    try:
-        asyncio.run(
-            run_world(sys.stdout, duration=args.duration, daemon=not args.no_daemon, demo=args.demo)
-        )
-    except KeyboardInterrupt:
-        print("btgw sim: stopped; everything it started is gone", file=sys.stderr)
-    return ExitCode.OK
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:

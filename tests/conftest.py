@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from btgw.errors import BtgwError
-from btgw.sim.asterisk import AsteriskInstance, ensure_root
+from testbed.asterisk import AsteriskInstance, ensure_root
 
 # --------------------------------------------------------------------------
-# Real Asterisk (btgw.sim.asterisk)
+# Real Asterisk (testbed.asterisk)
 # --------------------------------------------------------------------------
 
 AsteriskFactory = Callable[..., AsteriskInstance]
@@ -69,7 +69,7 @@ def asterisk(asterisk_factory: AsteriskFactory) -> AsteriskInstance:
 
 
 # ---------------------------------------------------------------------------
-# BlueZ simulator fixtures (btgw.bluez / btgw.sim.bluez; owner: BlueZ edge).
+# BlueZ simulator fixtures (btgw.bluez / testbed.bluez; owner: BlueZ edge).
 # A private dbus-daemon per test module, a fresh simulated bluetoothd per test.
 # Override ``bluez_world`` in a test module to choose adapters and devices.
 # ---------------------------------------------------------------------------
@@ -80,13 +80,13 @@ import pytest  # noqa: E402
 
 from btgw.bluez.agent import PairingAgent as _BluezPairingAgent  # noqa: E402
 from btgw.bluez.client import BlueZClient as _BluezClient  # noqa: E402
-from btgw.sim.bluez import BlueZSim as _BluezSim  # noqa: E402
-from btgw.sim.bluez import World as _BluezWorld  # noqa: E402
-from btgw.sim.bluez import headset_spec as _bluez_headset  # noqa: E402
-from btgw.sim.bluez import laptop_spec as _bluez_laptop  # noqa: E402
-from btgw.sim.dbus import PrivateBus as _BluezPrivateBus  # noqa: E402
-from btgw.sim.spec import AdapterSpec as _BluezAdapterSpec  # noqa: E402
-from btgw.sim.spec import PhoneSpec as _BluezPhoneSpec  # noqa: E402
+from testbed.bluez import BlueZSim as _BluezSim  # noqa: E402
+from testbed.bluez import World as _BluezWorld  # noqa: E402
+from testbed.bluez import headset_spec as _bluez_headset  # noqa: E402
+from testbed.bluez import laptop_spec as _bluez_laptop  # noqa: E402
+from testbed.dbus import PrivateBus as _BluezPrivateBus  # noqa: E402
+from testbed.spec import AdapterSpec as _BluezAdapterSpec  # noqa: E402
+from testbed.spec import PhoneSpec as _BluezPhoneSpec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ async def pairing_agent(
 
 
 # ---------------------------------------------------------------------------
-# The whole bench (btgw.sim.world; owner: bench / e2e tests).
+# The whole bench (testbed.world; owner: bench / e2e tests).
 # One World per test module: Asterisk with btgw's files, the phone on the
 # shim, BlueZ simulator, SIPp pepe/maria and the trunk.  Tests that use it
 # take ``world`` (reset to phone-in-range, idle, Free before each test) and
@@ -159,7 +159,7 @@ import time as _world_time  # noqa: E402
 
 import pytest_asyncio as _world_pytest_asyncio  # noqa: E402
 
-from btgw.sim.world import World as _BenchWorld  # noqa: E402
+from testbed.world import World as _BenchWorld  # noqa: E402
 
 WORLD_TIMINGS: dict[str, float] = {}
 """Measured bench times (world start-up per module), printed at the end."""

@@ -17,7 +17,7 @@ from btgw.asterisk.ami import (
     AmiParser,
     encode_action,
 )
-from btgw.sim.asterisk import AsteriskInstance, ensure_root
+from testbed.asterisk import AsteriskInstance, ensure_root
 
 SESSION = (Path(__file__).parent / "data" / "ami" / "session.bin").read_bytes()
 

@@ -28,9 +28,9 @@ from btgw.bluez.client import (
     PropertiesChanged,
 )
 from btgw.bluez.defs import ADAPTER_INTERFACE, DEVICE_INTERFACE
-from btgw.sim.bluez import BlueZSim, World, headset_spec, laptop_spec
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.spec import AdapterSpec, PhoneSpec
+from testbed.bluez import BlueZSim, World, headset_spec, laptop_spec
+from testbed.dbus import PrivateBus
+from testbed.spec import AdapterSpec, PhoneSpec
 
 ADAPTER = "00:1A:7D:DA:71:10"
 PIXEL = "5C:F3:70:11:22:33"

@@ -22,7 +22,7 @@ from btgw.bluez.defs import (
 )
 from btgw.bluez.phones import is_phone, offers_hfp_ag, recognise_phone
 from btgw.errors import BluetoothError, ExitCode
-from btgw.sim import spec
+from testbed import spec
 
 BY_NAME = [
     (BlueZErrorName.AUTHENTICATION_FAILED, e.AuthenticationFailedError),

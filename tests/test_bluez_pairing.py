@@ -24,9 +24,9 @@ from btgw.bluez.defs import (
     PAIRING_REJECTED_MESSAGE_ID,
     device_path,
 )
-from btgw.sim.bluez import BlueZSim, SimError, World, headset_spec, record_handle
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.spec import AdapterSpec, PhoneSpec
+from testbed.bluez import BlueZSim, SimError, World, headset_spec, record_handle
+from testbed.dbus import PrivateBus
+from testbed.spec import AdapterSpec, PhoneSpec
 
 ADAPTER = "00:1A:7D:DA:71:10"
 PIXEL = "5C:F3:70:11:22:33"

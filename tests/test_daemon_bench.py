@@ -34,12 +34,12 @@ from btgw.daemon.supervisor import LiveEffects, Outcome, Supervisor, flip_delay
 from btgw.render import Sources
 from btgw.render.files import CHAN_MOBILE, MANAGER, Module, render_all
 from btgw.render.manager import EVENTS
-from btgw.sim.asterisk import AsteriskInstance, cache_dir
-from btgw.sim.hfp import CallState
-from btgw.sim.phone import PhoneBehaviour, SimPhone
-from btgw.sim.shim import build_shim, shimmed_asterisk
-from btgw.sim.spec import AdapterSpec, PhoneSpec
 from btgw.state import State, assign_adapters
+from testbed.asterisk import AsteriskInstance, cache_dir
+from testbed.hfp import CallState
+from testbed.phone import PhoneBehaviour, SimPhone
+from testbed.shim import build_shim, shimmed_asterisk
+from testbed.spec import AdapterSpec, PhoneSpec
 
 pytestmark = [
     pytest.mark.asterisk,

@@ -20,10 +20,10 @@ from btgw.daemon.reconcile import Health, ReportHealth, Step
 from btgw.daemon.status import read
 from btgw.daemon.supervisor import PREPARE_RETRY_S, Outcome, Supervisor
 from btgw.errors import BluetoothError
-from btgw.sim.asterisk import SIP_TRANSPORT, AsteriskInstance
-from btgw.sim.bluez import BlueZSim
-from btgw.sim.dbus import PrivateBus
 from btgw.state import State, assign_adapters
+from testbed.asterisk import SIP_TRANSPORT, AsteriskInstance
+from testbed.bluez import BlueZSim
+from testbed.dbus import PrivateBus
 
 from helpers import config_dict, make_config
 

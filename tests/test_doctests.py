@@ -14,7 +14,7 @@ MODULES = [
     "btgw.bluez.defs",
     "btgw.bluez.errors",
     "btgw.bluez.phones",
-    "btgw.sim.sipp",
+    "testbed.sipp",
 ]
 
 

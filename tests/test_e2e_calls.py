@@ -16,9 +16,9 @@ import time
 import pytest
 
 from btgw.asterisk.mobile import MobileState
-from btgw.sim.hfp import CallState
-from btgw.sim.sipp import SippError
-from btgw.sim.world import TRUNK_CALLER_ID, World
+from testbed.hfp import CallState
+from testbed.sipp import SippError
+from testbed.world import TRUNK_CALLER_ID, World
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]
 

@@ -1,7 +1,7 @@
 """btgw's journal entries through the real python-systemd, as on a gateway.
 
 The process runs with the bench's stand-in journald socket
-(btgw.sim.journald): systemd.journal.send speaks journald's native protocol
+(testbed.journald): systemd.journal.send speaks journald's native protocol
 to it, so a field python-systemd rejects, or one lost on the way, shows here.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from btgw.daemon.events import Event
-from btgw.sim.journald import JournalSink, journald_wrapper, parse_journal_entry
+from testbed.journald import JournalSink, journald_wrapper, parse_journal_entry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the private /run needs root")
 

@@ -36,11 +36,11 @@ from btgw.pairing.core import (
     explain,
     suggest_name,
 )
-from btgw.sim.bluez import BlueZSim, SimError, World, headset_spec, laptop_spec
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.phone import SimPhone
-from btgw.sim.spec import AdapterSpec, PhoneSpec, sdp_path
 from btgw.state import State, load_state
+from testbed.bluez import BlueZSim, SimError, World, headset_spec, laptop_spec
+from testbed.dbus import PrivateBus
+from testbed.phone import SimPhone
+from testbed.spec import AdapterSpec, PhoneSpec, sdp_path
 
 ADAPTER = "00:1A:7D:DA:71:10"
 ADAPTER2 = "00:1A:7D:DA:71:11"

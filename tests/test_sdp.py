@@ -40,8 +40,8 @@ from btgw.bluez.sdp import (
     Url,
 )
 from btgw.errors import BluetoothError, ExitCode
-from btgw.sim.sdp_server import SdpServer, phone_records, serve_sdp
-from btgw.sim.spec import PhoneSpec, sdp_path
+from testbed.sdp_server import SdpServer, phone_records, serve_sdp
+from testbed.spec import PhoneSpec, sdp_path
 
 DATA = Path(__file__).parent / "data" / "sdp"
 ADAPTER = "00:1A:7D:DA:71:10"

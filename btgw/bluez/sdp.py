@@ -713,7 +713,7 @@ def unix_socket_factory(path_for: Callable[[str], Path]) -> SdpSocketFactory:
     """Factory connecting Unix seqpacket sockets, for the simulated phones.
 
     ``path_for(phone_mac)`` names the socket, e.g.
-    ``lambda mac: btgw.sim.spec.sdp_path(sock_dir, mac)``.
+    ``lambda mac: testbed.spec.sdp_path(sock_dir, mac)``.
     """
 
     def connect(phone_mac: str, timeout: float) -> socket.socket:

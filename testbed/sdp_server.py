@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from btgw.sim.spec import HSP_AG_UUID, PNP_UUID, PhoneSpec
+from testbed.spec import HSP_AG_UUID, PNP_UUID, PhoneSpec
 
 log = logging.getLogger(__name__)
 
