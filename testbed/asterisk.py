@@ -421,6 +421,8 @@ RTP_PORT_OFFSET = 2
 # Booting takes ~1 s here; a loaded CI machine gets generous room.
 START_TIMEOUT = 30.0
 CTL_POLL = 0.02
+# What Asterisk logs once it is fully booted; start() returns after it is in the log.
+BOOTED_LINE = "Asterisk Ready."
 CLI_TIMEOUT = 10.0
 # `core stop now` returns at once; Asterisk then needs a moment to unload.
 STOP_COMMAND_TIMEOUT = 5.0
@@ -747,6 +749,7 @@ class AsteriskInstance:
         # socket to appear would then return at once.
         ctl.unlink(missing_ok=True)
         (self._run_dir / "asterisk.pid").unlink(missing_ok=True)
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = ["/usr/sbin/asterisk", "-f", "-n", "-C", self._inside("etc/asterisk.conf")]
         argv = self._namespace_argv(command, full=True)
         self._console = self.console_path.open("ab")
@@ -755,7 +758,7 @@ class AsteriskInstance:
             stdin=subprocess.DEVNULL,
             stdout=self._console,
             stderr=subprocess.STDOUT,
-            env=_host_env(),
+            env=host_env(),
             start_new_session=True,  # a Ctrl-C in pytest must not reach Asterisk first
         )
         log.debug("asterisk %s: started pid %d", self.workdir.name, self._proc.pid)
@@ -776,6 +779,7 @@ class AsteriskInstance:
                 raise self._start_failure(f"Asterisk did not finish booting: {exc}") from None
             if "fully booted" not in output:
                 raise self._start_failure(f"unexpected reply to core waitfullybooted: {output!r}")
+            self._wait_logged(BOOTED_LINE, log_offset, deadline)
         except BaseException:
             self.stop()
             raise
@@ -788,6 +792,24 @@ class AsteriskInstance:
             self.ami_port,
             self.sip_port,
         )
+
+    def _wait_logged(self, text: str, offset: int, deadline: float) -> None:
+        """Wait until ``text`` is in the log after byte ``offset``.
+
+        Asterisk's logger thread writes the log behind the rest of Asterisk:
+        ``core waitfullybooted`` can answer before "Asterisk Ready." (logged
+        right after the fully-booted flag is set) is in the file, and whoever
+        reads the log next (a test, apply's log reader) must find the boot
+        finished there too.
+        """
+        while True:
+            with contextlib.suppress(FileNotFoundError), self.log_path.open("rb") as f:
+                f.seek(offset)
+                if text.encode() in f.read():
+                    return
+            if time.monotonic() > deadline:
+                raise self._start_failure(f"Asterisk booted but never logged {text!r}")
+            time.sleep(CTL_POLL)
 
     def cli(self, command: str, timeout: float = CLI_TIMEOUT) -> str:
         """Run an Asterisk CLI command in the instance (``asterisk -rx``).
@@ -809,7 +831,7 @@ class AsteriskInstance:
                 self._namespace_argv(argv, full=False),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
-                env=_host_env(),
+                env=host_env(),
                 timeout=timeout,
                 check=False,
             )
@@ -826,6 +848,14 @@ class AsteriskInstance:
                 hint=f"see {self.log_path}",
             )
         return output
+
+    def client_argv(self, command: Sequence[str]) -> list[str]:
+        """argv running ``command`` in the root the way :meth:`cli` runs
+        ``asterisk -rx`` (the same unshare + chroot wrapper); run it with
+        :func:`host_env`.  The bench times this wrapper around ``true`` to
+        say how much of an ``asterisk -rx`` is the wrapper's, which a real
+        gateway does not have."""
+        return self._namespace_argv(command, full=False)
 
     def stop(self, timeout: float = STOP_GRACE) -> None:
         """Stop Asterisk and reap it.  Idempotent.
@@ -1119,7 +1149,7 @@ def _checked_env(env: Mapping[str, str]) -> dict[str, str]:
     return dict(env)
 
 
-def _host_env() -> dict[str, str]:
+def host_env() -> dict[str, str]:
     # The host tools (setpriv, unshare, sh, mount, chroot) run with a clean,
     # predictable environment; Asterisk gets its own through `env -i`.
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
