@@ -17,7 +17,9 @@ none of them adds a `.pth` file that runs at interpreter start-up.
 The baseline is `asterisk -rx "mobile show devices"` against the bench's
 running Asterisk.  On the bench it goes through the instance's mount-namespace
 wrapper (unshare + chroot), which a real gateway does not have, so the
-baseline here is slightly slower than on a Raspberry Pi.  "python -c pass"
+baseline here is slower than on a Raspberry Pi.  The same wrapper running
+``true`` is timed in the same rounds ("wrapper"), and the ratio without it
+(medians subtracted) is reported beside the plain one.  "python -c pass"
 is the floor: the same venv's interpreter starting and doing nothing.
 """
 
@@ -33,10 +35,12 @@ from typing import Any
 
 from bench.stats import stats
 from btgw.daemon.status import HEARTBEAT_S, write_snapshot
-from testbed.asterisk import AsteriskInstance
+from testbed.asterisk import AsteriskInstance, host_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PHONES = ("pepe", "maria", "oficina")
+# The bench's unshare + chroot wrapper around `asterisk -rx`, timed running `true`.
+WRAPPER = "wrapper (unshare + chroot) running true"
 ADAPTERS = ("00:1A:7D:DA:71:10", "00:1A:7D:DA:71:11")
 
 
@@ -142,7 +146,9 @@ def measure_cli(pbx: AsteriskInstance, work: Path, reps: int) -> dict[str, Any]:
     _check([btgw, "health"], env, "DEGRADED: phone(s) down: oficina")
     _check([btgw, "status"], env, "daemon: running")
     _check([btgw, "health"], down, "DOWN: btgw is not running")
-    samples: dict[str, list[float]] = {name: [] for name in [*runs, "asterisk -rx"]}
+    wrapper = pbx.client_argv(["/usr/bin/true"])
+    _quiet(wrapper)
+    samples: dict[str, list[float]] = {name: [] for name in [*runs, "asterisk -rx", WRAPPER]}
     written = 0.0
     for _ in range(reps):
         if time.time() - written > HEARTBEAT_S:
@@ -153,8 +159,14 @@ def measure_cli(pbx: AsteriskInstance, work: Path, reps: int) -> dict[str, Any]:
         start = time.perf_counter()
         pbx.cli("mobile show devices")
         samples["asterisk -rx"].append(time.perf_counter() - start)
-    out = {name: stats(values) for name, values in samples.items()}
+        samples[WRAPPER].append(_time(wrapper, host_env()))
+    out: dict[str, dict[str, Any]] = {name: stats(values) for name, values in samples.items()}
     base = out["asterisk -rx"]["median_ms"]
+    bare = base - out[WRAPPER]["median_ms"]
     for name in runs:
         out[name]["ratio_to_asterisk_rx"] = out[name]["median_ms"] / base
+        # None when noise puts the wrapper's median above asterisk -rx's.
+        out[name]["ratio_to_asterisk_rx_less_wrapper"] = (
+            out[name]["median_ms"] / bare if bare > 0 else None
+        )
     return out

@@ -220,6 +220,7 @@ async def measure_gateway(
             "events_per_s_median": statistics.median(rates),
             "events_per_s_min": min(rates),
             "calls": sum(c["calls"] for c in chunks),
+            "calls_per_s": FIREHOSE_CALLS_PER_S,
             "p99_ratio_to_quiet": loaded_summary["detection"]["p99_ms"]
             / result["quiet"]["detection"]["p99_ms"],
         }
