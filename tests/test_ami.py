@@ -158,3 +158,49 @@ async def test_asterisk_going_away_ends_the_session(tmp_path):
         await ami.close()
     finally:
         pbx.close()
+
+
+async def test_an_event_with_a_response_header_in_the_replys_read_is_an_event() -> None:
+    """OriginateResponse carries the action's ActionID and a Response header;
+    when it arrives in the same read as Originate's reply it is an event, and
+    the session goes on (it used to be taken for a second reply and kill the
+    reader, so the next action timed out)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        try:
+            await answer(reader, writer)
+        except asyncio.IncompleteReadError:
+            pass  # the client logged off
+        finally:
+            writer.close()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while block := await reader.readuntil(b"\r\n\r\n"):
+            fields = dict(line.split(": ", 1) for line in block.decode().split("\r\n") if line)
+            action_id = fields["ActionID"]
+            if fields["Action"] == "Originate":
+                writer.write(
+                    f"Response: Success\r\nActionID: {action_id}\r\n"
+                    "Message: Originate successfully queued\r\n\r\n"
+                    f"Event: OriginateResponse\r\nActionID: {action_id}\r\n"
+                    "Response: Failure\r\nChannel: Local/s@load\r\nReason: 0\r\n\r\n".encode()
+                )
+            else:
+                writer.write(f"Response: Success\r\nActionID: {action_id}\r\n\r\n".encode())
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ami = await AmiConnection.open("127.0.0.1", port, "u", "s", events="on")
+        events = []
+        ami.on_event(events.append)
+        reply = await ami.action("Originate", {"Channel": "Local/s@load", "Async": "true"})
+        assert reply.response.get("Message") == "Originate successfully queued"
+        assert (await ami.action("Ping", timeout=5)).ok
+        assert [(e.event, e.get("Response")) for e in events] == [("OriginateResponse", "Failure")]
+        await ami.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -412,7 +412,11 @@ class AmiConnection:
 
     def _dispatch(self, message: AmiMessage) -> None:
         pending = self._pending.get(message.action_id) if message.action_id else None
-        if pending is not None and not message.response and not pending.listing:
+        # A reply has a Response header and no Event header.  OriginateResponse
+        # has both (Response: Success/Failure): it is an event, and may come in
+        # the same read as the reply, before the action has taken its reply.
+        is_reply = bool(message.response) and not message.event
+        if pending is not None and not is_reply and not pending.listing:
             # An event the action caused (UserEvent's, OriginateResponse...)
             # carries its ActionID but is no part of a reply: only the events
             # after a Response with "EventList: start" are.
@@ -425,9 +429,11 @@ class AmiConnection:
                     except Exception:
                         log.exception("AMI event handler failed on %s", message.event)
             return
-        if message.response:
+        if is_reply:
             pending.response = message
-            if message.get("EventList").lower() != "start":
+            # Done already: the action timed out and has not yet dropped its
+            # pending entry.  The late reply is no one's.
+            if message.get("EventList").lower() != "start" and not pending.future.done():
                 pending.future.set_result(AmiReply(message))
             return
         if message.get("EventList").lower() == "complete":
