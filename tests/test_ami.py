@@ -160,11 +160,10 @@ async def test_asterisk_going_away_ends_the_session(tmp_path):
         pbx.close()
 
 
-async def test_an_event_with_a_response_header_in_the_replys_read_is_an_event() -> None:
-    """OriginateResponse carries the action's ActionID and a Response header;
-    when it arrives in the same read as Originate's reply it is an event, and
-    the session goes on (it used to be taken for a second reply and kill the
-    reader, so the next action timed out)."""
+async def _fake_ami_server() -> asyncio.Server:
+    """A manager port that logs anyone in and answers every action with
+    Success; Originate's reply comes in one write with its OriginateResponse
+    event (Response: Failure), as a fast-failing originate sends them."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"Asterisk Call Manager/9.0.0\r\n")
@@ -190,7 +189,15 @@ async def test_an_event_with_a_response_header_in_the_replys_read_is_an_event() 
                 writer.write(f"Response: Success\r\nActionID: {action_id}\r\n\r\n".encode())
             await writer.drain()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_an_event_with_a_response_header_in_the_replys_read_is_an_event() -> None:
+    """OriginateResponse carries the action's ActionID and a Response header;
+    when it arrives in the same read as Originate's reply it is an event, and
+    the session goes on (it used to be taken for a second reply and kill the
+    reader, so the next action timed out)."""
+    server = await _fake_ami_server()
     port = server.sockets[0].getsockname()[1]
     try:
         ami = await AmiConnection.open("127.0.0.1", port, "u", "s", events="on")
@@ -201,6 +208,28 @@ async def test_an_event_with_a_response_header_in_the_replys_read_is_an_event() 
         assert (await ami.action("Ping", timeout=5)).ok
         assert [(e.event, e.get("Response")) for e in events] == [("OriginateResponse", "Failure")]
         await ami.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_reader_that_dies_fails_the_waiting_action_and_close_still_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = await _fake_ami_server()
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ami = await AmiConnection.open("127.0.0.1", port, "u", "s")
+
+        def broken(self: AmiConnection, message: object) -> None:
+            raise RuntimeError("a bug in dispatch")
+
+        monkeypatch.setattr(AmiConnection, "_dispatch", broken)
+        with pytest.raises(AmiDisconnectedError, match="ended during Ping"):
+            await ami.action("Ping", timeout=30)  # fails at once, not after 30 s
+        with pytest.raises(RuntimeError, match="a bug in dispatch"):
+            await ami.close()
+        assert ami._writer.is_closing()
     finally:
         server.close()
         await server.wait_closed()

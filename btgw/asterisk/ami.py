@@ -370,13 +370,17 @@ class AmiConnection:
                 async with asyncio.timeout(1):
                     await self.action("Logoff", check=False)
         self._finish(None)
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        try:
+            if self._reader_task is not None:
+                self._reader_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader_task
+        finally:
+            # Even when the reader died of a bug (raised here): the socket
+            # must not be left to the garbage collector.
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
 
     async def _read_banner(self) -> None:
         while self._parser.banner is None:
@@ -398,7 +402,10 @@ class AmiConnection:
                     self._dispatch(message)
         except (OSError, AmiConnectError) as exc:
             error = exc
-        self._finish(error)
+        finally:
+            # Also when dispatching raised: waiting actions fail now instead
+            # of timing out.
+            self._finish(error)
 
     def _finish(self, error: Exception | None) -> None:
         if not self.closed.done():
