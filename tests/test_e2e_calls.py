@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
 import time
 
 import pytest
@@ -280,3 +282,23 @@ async def test_back_in_range_calls_go_through_the_mobile_again(world: World) -> 
     finally:
         await call.close()
     assert world.trunk.invites(trunk_mark) == []
+
+
+async def test_a_house_phone_registers_while_asterisk_is_too_slow_for_sipps_t1(
+    world: World,
+) -> None:
+    """Asterisk stopped for longer than SIPp's retransmission timer: a
+    retransmitted REGISTER would get its own stateless 401 (a fresh nonce)
+    after SIPp had answered the first, and the registration failed on it.
+    The house phones do not retransmit over loopback."""
+    pid = world.pbx.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        registering = asyncio.create_task(
+            world.maria.register(world.pbx.sip_host, world.pbx.sip_port)
+        )
+        await asyncio.sleep(1.3)  # past SIPp's 500 ms and 1 s retransmissions
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await registering
