@@ -1,8 +1,9 @@
-"""Shared fixtures of the test bench."""
+"""Shared fixtures of the test bench, and the test tiers."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,110 @@ import pytest
 
 from btgw.errors import BtgwError
 from testbed.asterisk import AsteriskInstance, ensure_root
+from testbed.dbus import PrivateBus
+
+# --------------------------------------------------------------------------
+# Tiers: every test carries one of these markers (pyproject lists them).
+#   pure      in-process only: no child process (tmp files are fine)
+#   host      runs host programs (gcc, pip, unshare, systemd-analyze...) but
+#             neither a dbus-daemon nor Asterisk
+#   dbus      a private dbus-daemon (the BlueZ simulator lives on it)
+#   asterisk  the bench's real Asterisk root (and usually dbus too)
+# ``./test -m "not asterisk"`` is the fast loop; ``./test`` runs every tier.
+# A test gets its tier from the fixtures it uses, else from an explicit mark
+# (its own, its module's, or HOST_MODULES below), else it is pure.  Each tier
+# is enforced while the test (and the fixtures it sets up) runs: Asterisk
+# starts only under ``asterisk``, a dbus-daemon only under ``dbus`` or
+# ``asterisk``, and a pure test cannot start a process at all, so a test in
+# the wrong tier fails at once instead of slipping into the fast loop.
+# --------------------------------------------------------------------------
+
+TIERS = ("pure", "host", "dbus", "asterisk")
+ASTERISK_FIXTURES = frozenset(
+    {"asterisk_root", "asterisk_factory", "asterisk", "bench_world", "world"}
+)
+DBUS_FIXTURES = frozenset({"private_bus", "bluez_sim", "bluez_client", "pairing_agent"})
+# Modules whose every test runs host programs (the shim's C, a wheel build);
+# single tests elsewhere carry @pytest.mark.host.
+HOST_MODULES = frozenset({"test_packaging", "test_sim_shim"})
+
+
+class TierError(Exception):
+    """A test did something its tier does not allow."""
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The test's tier: the highest its marks and fixtures give it."""
+    names = set(getattr(item, "fixturenames", ()))
+    marks = {m.name for m in item.iter_markers()}
+    if "asterisk" in marks or names & ASTERISK_FIXTURES:
+        return "asterisk"
+    if "dbus" in marks or names & DBUS_FIXTURES:
+        return "dbus"
+    module = getattr(item, "module", None)
+    if "host" in marks or (module is not None and module.__name__ in HOST_MODULES):
+        return "host"
+    return "pure"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+_running: list[str] = []  # the tier of the test being set up, run or torn down
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture of the item is set up, module-scoped ones included.
+    _running[:] = [tier_of(item)]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    _running.clear()
+
+
+def _allow(what: str, *tiers: str) -> None:
+    if _running and _running[0] not in tiers:
+        raise TierError(
+            f"{what} in a test of tier {_running[0]!r}: mark it "
+            + " or ".join(f"@pytest.mark.{t}" for t in tiers)
+            + " (see the tiers in tests/conftest.py)"
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tier_guards() -> Iterator[None]:
+    """Enforce the tiers (see above) for the whole session."""
+    start_asterisk = AsteriskInstance.start
+    start_bus = PrivateBus.start
+    execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def guarded_asterisk(self: AsteriskInstance, *args: Any, **kwargs: Any) -> None:
+        _allow("Asterisk started", "asterisk")
+        start_asterisk(self, *args, **kwargs)
+
+    def guarded_bus(self: PrivateBus) -> str:
+        _allow("a dbus-daemon started", "dbus", "asterisk")
+        return start_bus(self)
+
+    def guarded_child(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> Any:
+        _allow(f"a process started ({args!r})", "host", "dbus", "asterisk")
+        return execute_child(self, args, *rest, **kw)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(AsteriskInstance, "start", guarded_asterisk)
+    mp.setattr(PrivateBus, "start", guarded_bus)
+    mp.setattr(subprocess.Popen, "_execute_child", guarded_child)
+    try:
+        yield
+    finally:
+        mp.undo()
+
 
 # --------------------------------------------------------------------------
 # Real Asterisk (testbed.asterisk)

@@ -376,6 +376,7 @@ async def test_an_injected_bus_is_left_open(own_bus: MessageBus, bluez_sim: Blue
     assert client.state is BlueZState.STOPPED
 
 
+@pytest.mark.dbus
 async def test_losing_the_system_bus_is_reported_not_hidden(bluez_world: World) -> None:
     with PrivateBus() as doomed:
         sim = BlueZSim(bluez_world, doomed.address)

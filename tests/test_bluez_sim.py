@@ -233,6 +233,7 @@ async def test_command_line_world(private_bus: PrivateBus) -> None:
         assert _stop(process) == 0
 
 
+@pytest.mark.dbus
 async def test_command_line_starts_its_own_bus() -> None:
     process = _start_cli("--adapter", ADAPTER, "--discovery-step", "0.01")
     try:

@@ -126,6 +126,7 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert health_line(read(path)) == "DEGRADED: trunk(s) not registered: telnyx"
 
 
+@pytest.mark.host
 def test_status_and_health_run_without_heavy_imports(tmp_path: Path) -> None:
     """How fast they answer is a benchmark (bench/cli_bench.py); what keeps them
     fast is structural: the whole `btgw` entry point, up to reading the
@@ -153,6 +154,7 @@ def test_status_and_health_run_without_heavy_imports(tmp_path: Path) -> None:
         assert "HEAVY=\n" in out.stdout, out.stdout
 
 
+@pytest.mark.host
 def test_the_reader_path_imports_nothing_heavy() -> None:
     code = (
         "import sys, btgw.daemon.cli; "

@@ -31,6 +31,7 @@ logging.getLogger("btgw.daemon.supervisor").error("two\\nlines")
 """
 
 
+@pytest.mark.host
 async def test_daemon_log_lines_reach_journald_with_their_fields(tmp_path: Path) -> None:
     sink = JournalSink(tmp_path / "journal")
     sink.open()

@@ -192,6 +192,7 @@ def test_leftovers_of_a_killed_build_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["asterisk-root", "asterisk-root.lock"]
 
 
+@pytest.mark.host
 def test_concurrent_processes_build_once(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
@@ -239,6 +240,7 @@ def fake_mmdebstrap(bin_dir: Path, body: str) -> None:
     script.chmod(0o755)
 
 
+@pytest.mark.host
 def test_default_builder_runs_mmdebstrap_with_the_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,6 +263,7 @@ def test_default_builder_runs_mmdebstrap_with_the_recipe(
     assert (cache / "asterisk-root.build.log").exists()
 
 
+@pytest.mark.host
 def test_failing_mmdebstrap_reports_its_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

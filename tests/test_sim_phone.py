@@ -872,6 +872,7 @@ async def test_control_rejects_garbage(sock_dir: Path) -> None:
         assert reply == {"id": 5, "ok": False, "error": reply["error"], "hint": ""}
 
 
+@pytest.mark.host
 async def test_phone_runs_as_a_separate_process(sock_dir: Path) -> None:
     control_path = sock_dir / "control"
     proc = await asyncio.create_subprocess_exec(

@@ -81,6 +81,7 @@ def _settings(text: str, section: str) -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.host
 def test_unit_verifies(tmp_path: Path):
     # verify insists the ExecStart binary exists: point a copy at a stand-in.
     text = UNIT.read_text()
@@ -91,6 +92,7 @@ def test_unit_verifies(tmp_path: Path):
     _verify(copy)
 
 
+@pytest.mark.host
 def test_unit_security_exposure_is_ok():
     result = _run(_tool("systemd-analyze"), "security", "--offline=yes", UNIT)
     assert result.returncode == 0, result.stderr
@@ -164,6 +166,7 @@ Alias=dbus-org.bluez.service
 """
 
 
+@pytest.mark.host
 def test_compat_drop_in_verifies_with_bluetooth_service(tmp_path: Path):
     text = DROP_IN.read_text()
     service = _settings(text, "Service")
@@ -452,6 +455,7 @@ def test_catalog_parser_rejects_mistakes(bad: str):
         parse_catalog(bad)
 
 
+@pytest.mark.host
 def test_journalctl_builds_the_catalog(tmp_path: Path):
     journalctl = _tool("journalctl")
     catalog_dir = tmp_path / "usr" / "local" / "lib" / "systemd" / "catalog"
@@ -486,6 +490,7 @@ def no_live_tools(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, marks
 
 
+@pytest.mark.host
 def test_install_into_a_prefix(tmp_path: Path, no_live_tools: tuple[dict[str, str], Path]):
     env, marks = no_live_tools
     root = tmp_path / "root"
@@ -523,6 +528,7 @@ def test_install_into_a_prefix(tmp_path: Path, no_live_tools: tuple[dict[str, st
     assert not marks.exists()
 
 
+@pytest.mark.host
 def test_install_defaults_to_debian_12s_bluetoothd(
     tmp_path: Path, no_live_tools: tuple[dict[str, str], Path]
 ):
@@ -534,6 +540,7 @@ def test_install_defaults_to_debian_12s_bluetoothd(
     assert drop_in.read_text() == DROP_IN.read_text()
 
 
+@pytest.mark.host
 def test_install_rejects_bad_arguments(tmp_path: Path):
     assert _run(INSTALL, "--bogus").returncode == 2
     assert _run(INSTALL, "--prefix", tmp_path / "missing").returncode == 2
