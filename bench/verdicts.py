@@ -1,0 +1,243 @@
+"""Each benchmark target, what was measured, and whether it held: computed
+from a results JSON (what ``bench/run.py`` writes), never written by hand.
+
+``bench/run.py`` prints these at the end of a run and keeps them in the JSON's
+``summary``; ``bench/report.py`` computes them again from the figures when it
+writes docs/benchmarks.md, so the page cannot say "ok" about a number that
+does not meet the target it states.  Every verdict checks exactly the target
+it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+APPLY_MS = 300.0
+NOOP_MS = 50.0
+CLI_RATIO = 2.0
+DETECTION_P99_MS = 50.0
+RSS_MB = 45.0
+SOAK_EVENTS = 10_000
+IDLE_CPU_PCT = 0.5
+FIREHOSE_CPU_PCT = 5.0
+FIREHOSE_EVENTS_PER_S = 2000.0
+FAILOVER_RATIO = 1.5
+SCALE_P95_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    item: str  # the benchmark issue's item number(s)
+    what: str
+    target: str
+    measured: str
+    ok: bool
+
+
+def lead_label(lead_ms: float) -> str:
+    """How long before the call the phone went, as people say it: "0.3 s", "1 ms"."""
+    return f"{lead_ms / 1000:g} s" if lead_ms >= 100 else f"{lead_ms:g} ms"
+
+
+def _apply(r: dict[str, Any]) -> list[Verdict]:
+    if "apply" not in r:
+        return []
+    h = r["apply"]["headline"]
+    what = f"apply {h['phones']} phones / {h['extensions']} extensions / {h['trunks']} trunks"
+    return [
+        Verdict(
+            "7",
+            what,
+            f"≤ {APPLY_MS:g} ms",
+            f"{h['apply']['median_ms']:.1f} ms (p95 {h['apply']['p95_ms']:.1f})",
+            h["apply"]["median_ms"] <= APPLY_MS,
+        ),
+        Verdict(
+            "7",
+            "no-op apply, same gateway",
+            f"≤ {NOOP_MS:g} ms",
+            f"{h['noop']['median_ms']:.2f} ms",
+            h["noop"]["median_ms"] <= NOOP_MS,
+        ),
+    ]
+
+
+def _cli(r: dict[str, Any]) -> list[Verdict]:
+    if "cli" not in r:
+        return []
+    cli = r["cli"]
+    base = cli["asterisk -rx"]["median_ms"]
+    wrapper = next((v for k, v in cli.items() if k.startswith("wrapper")), None)
+    out = []
+    for name in ("status", "health"):
+        c = cli[name]
+        measured = f"{c['ratio_to_asterisk_rx']:.2f}× ({c['median_ms']:.1f} ms vs {base:.1f} ms)"
+        if wrapper is not None:
+            less = c.get("ratio_to_asterisk_rx_less_wrapper")
+            bare = f"{less:.2f}×" if less is not None else "n/a"
+            measured += (
+                f"; the bench's unshare + chroot wrapper alone {wrapper['median_ms']:.1f} ms, "
+                f"without it {bare}"
+            )
+        out.append(
+            Verdict(
+                "6",
+                f"`btgw {name}`",
+                f"≤ {CLI_RATIO:g}× `asterisk -rx` (through the bench's wrapper)",
+                measured,
+                c["ratio_to_asterisk_rx"] <= CLI_RATIO,
+            )
+        )
+    return out
+
+
+def _daemon(r: dict[str, Any]) -> list[Verdict]:
+    if "daemon" not in r:
+        return []
+    d = r["daemon"]
+    q, f, poll = d["quiet"], d["firehose"], d["poll_baseline"]
+    det = q["detection"]
+    limit_s = d["interval_s"] + 1
+    worst_return = max(q["return"]["max_ms"], f["return"]["max_ms"])
+    idle = (d["idle"]["cpu_pct"], d["idle_after_soak"]["cpu_pct"])
+    soak = d["soak"]["ami_events_to_btgw"] or 0
+    out = [
+        Verdict(
+            "1",
+            "detection: link closed → journald entries + snapshot + AstDB route",
+            f"p99 ≤ {DETECTION_P99_MS:g} ms",
+            f"p99 {det['p99_ms']:.1f} ms (median {det['median_ms']:.1f}) over {det['n']:.0f} "
+            f"drops; a once-a-minute poll, computed from its schedule: median "
+            f"{poll['latency']['median_ms'] / 1000:.1f} s ({d['poll_ratio']:,.0f}× slower); "
+            f"run for real it saw {poll['seen']} of {poll['of']} drops",
+            det["p99_ms"] <= DETECTION_P99_MS,
+        ),
+        Verdict(
+            "3",
+            "return: back in range → route up (max, quiet and under the firehose)",
+            f"≤ interval + 1 s = {limit_s:g} s",
+            f"max {worst_return / 1000:.2f} s (median {q['return']['median_ms'] / 1000:.2f} s)",
+            worst_return <= limit_s * 1000,
+        ),
+        Verdict(
+            "4",
+            "btgw RSS after start / after the soak",
+            f"≤ {RSS_MB:g} MB",
+            f"{d['rss_start_mb']:.1f} / {d['rss_end_mb']:.1f} MB",
+            max(d["rss_start_mb"], d["rss_end_mb"]) <= RSS_MB,
+        ),
+        Verdict(
+            "4",
+            "idle CPU over a minute, before / after the soak"
+            if d["idle"]["seconds"] >= 60
+            else f"idle CPU over {d['idle']['seconds']:g} s, before / after the soak",
+            f"≤ {IDLE_CPU_PCT:g} % of a core",
+            f"{idle[0]:.2f} % / {idle[1]:.2f} %",
+            max(idle) <= IDLE_CPU_PCT,
+        ),
+    ]
+    if not r.get("quick"):  # --quick's soak is a fifth of the size
+        out.append(
+            Verdict(
+                "4",
+                "soak size",
+                f"≥ {SOAK_EVENTS:,} AMI events to btgw",
+                f"{soak:,} AMI events",
+                soak >= SOAK_EVENTS,
+            )
+        )
+    out += [
+        Verdict(
+            "5",
+            "btgw CPU under a firehose of unrelated AMI events",
+            f"≤ {FIREHOSE_CPU_PCT:g} % of a core at ≥ {FIREHOSE_EVENTS_PER_S:,.0f} events/s",
+            f"{f['cpu_pct']:.2f} % at {f['events_per_s_median']:,.0f} events/s (median second)",
+            f["cpu_pct"] <= FIREHOSE_CPU_PCT and f["events_per_s_median"] >= FIREHOSE_EVENTS_PER_S,
+        ),
+        Verdict(
+            "5",
+            "detection under the firehose",
+            f"p99 ≤ {DETECTION_P99_MS:g} ms, the quiet target",
+            f"p99 {f['detection']['p99_ms']:.1f} ms ({f['p99_ratio_to_quiet']:.2f}× quiet)",
+            f["detection"]["p99_ms"] <= DETECTION_P99_MS,
+        ),
+    ]
+    return out
+
+
+def _failover(r: dict[str, Any]) -> list[Verdict]:
+    if "failover" not in r:
+        return []
+    fo = r["failover"]
+    base = fo["baseline"]["median_ms"]
+    out = [
+        Verdict(
+            "2",
+            "failover: SIP phone INVITE → trunk INVITE, phone down",
+            f"≤ {FAILOVER_RATIO:g}× a hand-written `Dial`",
+            f"{fo['ratio_to_baseline']:.2f}× ({fo['btgw']['median_ms']:.1f} ms vs {base:.1f} ms)",
+            fo["ratio_to_baseline"] <= FAILOVER_RATIO,
+        )
+    ]
+    for d in just_dropped(fo):
+        out.append(
+            Verdict(
+                "2",
+                f"failover, the phone gone {lead_label(d['lead_ms'])} before the call",
+                "every call reaches the trunk",
+                f"{d['at_trunk']} of {d['calls']} calls at the trunk; median "
+                f"{d['median_ms']:.1f} ms ({d['median_ms'] / base:.2f}× baseline)",
+                d["calls"] > 0 and d["at_trunk"] == d["calls"],
+            )
+        )
+    return out
+
+
+def just_dropped(failover: dict[str, Any]) -> list[dict[str, Any]]:
+    """The failover cases with the phone gone just before the call, longest lead first."""
+    cases = [v for k, v in failover.items() if k.startswith("just_dropped_")]
+    return sorted(cases, key=lambda d: -d["lead_ms"])
+
+
+def _scale(r: dict[str, Any]) -> list[Verdict]:
+    if "scale" not in r:
+        return []
+    points = r["scale"]["points"]
+    worst = max(p["detection"]["p95_ms"] for p in points)
+    phones = sorted({p["phones"] for p in points})
+    return [
+        Verdict(
+            "8",
+            f"detection with {phones[0]}–{phones[-1]} phones",
+            f"p95 ≤ {SCALE_P95_MS:g} ms at every point",
+            f"worst p95 {worst:.1f} ms over {len(points)} points",
+            worst <= SCALE_P95_MS,
+        )
+    ]
+
+
+SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
+    _daemon,
+    _failover,
+    _cli,
+    _apply,
+    _scale,
+)
+
+
+def verdicts(results: dict[str, Any]) -> list[Verdict]:
+    """Every target the sections in ``results`` measured, in the summary's order."""
+    return [v for section in SECTIONS for v in section(results)]
+
+
+def print_summary(rows: list[Verdict]) -> None:
+    print("\nsummary")
+    if not rows:
+        print("  (no section with a target ran)")
+        return
+    width = max(len(v.what) for v in rows)
+    for v in rows:
+        mark = "ok  " if v.ok else "MISS"
+        print(f"  {mark} {v.what:<{width}}  {v.measured}  (target {v.target})")
