@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, tier))
 
 
-_running: list[str] = []  # the tier of the test being set up, run or torn down
+_running: list[str] = []  # the tier of the test being set up or run
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -74,8 +74,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _running[:] = [tier_of(item)]
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # Before any fixture is torn down: the last test of a module tears down
+    # the module's fixtures (stopping its Asterisk runs a process), whatever
+    # its own tier.  The tiers guard what starts, not what stops.
     _running.clear()
 
 
