@@ -16,7 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from btgw.bluez import errors as e
 from btgw.bluez.agent import PairingAgent
-from btgw.bluez.client import BlueZClient, Device
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import (
     AGENT_INTERFACE,
     BTGW_AGENT_PATH,
@@ -24,6 +24,7 @@ from btgw.bluez.defs import (
     PAIRING_REJECTED_MESSAGE_ID,
     device_path,
 )
+from btgw.bluez.views import Device
 from testbed.bluez import BlueZSim, SimError, World, headset_spec, record_handle
 from testbed.dbus import PrivateBus
 from testbed.spec import AdapterSpec, PhoneSpec

@@ -20,14 +20,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from btgw.bluez.client import (
-    BlueZAppeared,
-    BlueZClient,
-    BlueZEvent,
-    BlueZState,
-    BlueZVanished,
-    BusDisconnected,
-)
+from btgw.bluez.client import BlueZClient
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished, BusDisconnected
+from btgw.bluez.manager import BlueZState
 from btgw.config import GatewayConfig
 from btgw.daemon.ami_watch import AmiWatcher
 from btgw.daemon.events import Event, fields

@@ -36,16 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from btgw.asterisk.apply import ApplyResult
 from btgw.bluez.agent import PairingAgent
-from btgw.bluez.client import (
-    Adapter,
-    BlueZAppeared,
-    BlueZClient,
-    BlueZEvent,
-    BlueZVanished,
-    Device,
-    ObjectAdded,
-    ObjectRemoved,
-)
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import normalise_mac
 from btgw.bluez.errors import (
     AlreadyConnectedError,
@@ -57,6 +48,8 @@ from btgw.bluez.errors import (
     InProgressError,
     ObjectGoneError,
 )
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished, ObjectAdded, ObjectRemoved
+from btgw.bluez.views import Adapter, Device
 from btgw.config import AdapterConfig, GatewayConfig, PhoneName, load_config, parse_config
 from btgw.errors import BluetoothError, BtgwError, ConfigError, ExitCode
 from btgw.fsutil import atomic_write
