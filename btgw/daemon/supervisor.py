@@ -15,8 +15,7 @@ import logging
 import os
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -63,9 +62,6 @@ again this much later rather than on every decision."""
 
 BLUEZ_RETRY_CAP_S: Final = 30.0
 """Longest pause between attempts to reach the system bus / BlueZ."""
-
-ROUTE_FLIPS_KEPT: Final = 64
-"""Route publishes remembered (the daemon runs for months: a window, not a log)."""
 
 
 class Outcome(enum.Enum):
@@ -203,8 +199,6 @@ class Supervisor:
         self.health: ReportHealth | None = None
         self.last_decision: float | None = None
         self.started = wall()
-        # (clock, key, value) of the latest publishes, for tests and benchmarks.
-        self.route_flips: deque[tuple[float, str, str]] = deque(maxlen=ROUTE_FLIPS_KEPT)
         self._last_snapshot: dict[str, Any] | None = None
         self._last_write = 0.0
         self._unsubscribe: Callable[[], None] | None = None
@@ -378,7 +372,6 @@ class Supervisor:
 
     async def _publish(self, action: PublishRoute) -> None:
         await self.effects.publish(action.key, action.value.value)
-        self.route_flips.append((self._clock(), action.key, action.value.value))
         if action.group is not None:
             event = Event.FAILOVER_OFF if action.value is RouteValue.UP else Event.FAILOVER_ON
             log.log(
@@ -559,13 +552,3 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 self.status_path.unlink()
         self.notifier.close()
-
-
-def flip_delay(
-    flips: Iterable[tuple[float, str, str]], key: str, value: str, since: float
-) -> float | None:
-    """Seconds from ``since`` to the first publish of ``key=value`` after it."""
-    for at, k, v in flips:
-        if k == key and v == value and at >= since:
-            return at - since
-    return None

@@ -42,7 +42,6 @@ from btgw.bluez.sdp.client import (
     SdpClient,
     SdpSocketFactory,
     l2cap_socket_factory,
-    unix_socket_factory,
 )
 from btgw.bluez.sdp.elements import (
     ALTERNATIVE,
@@ -165,6 +164,5 @@ __all__ = [
     "read_cache",
     "record_from_value",
     "short_uuid",
-    "unix_socket_factory",
     "uuid16",
 ]

@@ -12,7 +12,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 from uuid import UUID
 
@@ -64,26 +63,6 @@ def l2cap_socket_factory(adapter_mac: str | None = None) -> SdpSocketFactory:
                 sock.bind((normalize_mac(adapter_mac), 0))
             sock.settimeout(timeout)
             sock.connect((normalize_mac(phone_mac), PSM_SDP))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    return connect
-
-
-def unix_socket_factory(path_for: Callable[[str], Path]) -> SdpSocketFactory:
-    """Factory connecting Unix seqpacket sockets, for the simulated phones.
-
-    ``path_for(phone_mac)`` names the socket, e.g.
-    ``lambda mac: testbed.spec.sdp_path(sock_dir, mac)``.
-    """
-
-    def connect(phone_mac: str, timeout: float) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(str(path_for(phone_mac)))
         except BaseException:
             sock.close()
             raise
