@@ -3,7 +3,8 @@
 Wiring only; every decision is in :mod:`btgw.daemon.reconcile`.  The effects
 sit behind :class:`Effects` so tests swap them; :class:`LiveEffects` is the
 real one (BlueZ over D-Bus, HCI, USB reset, AMI).  Reaching BlueZ and
-reaching it again is :mod:`btgw.daemon.reconnect`'s job.
+reaching it again is :mod:`btgw.daemon.reconnect`'s job; the status snapshot's
+shape is :mod:`btgw.daemon.snapshot`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -45,6 +45,14 @@ from btgw.daemon.reconcile import (
     phone_up,
 )
 from btgw.daemon.reconnect import BlueZReconnect
+from btgw.daemon.snapshot import (
+    AdapterStatus,
+    AmiStatus,
+    BlueZStatus,
+    PhoneStatus,
+    Snapshot,
+    TrunkStatus,
+)
 from btgw.daemon.status import HEARTBEAT_S, write_snapshot
 from btgw.daemon.systemd import Notifier
 from btgw.errors import BtgwError
@@ -199,7 +207,7 @@ class Supervisor:
         self.health: ReportHealth | None = None
         self.last_decision: float | None = None
         self.started = wall()
-        self._last_snapshot: dict[str, Any] | None = None
+        self._last_snapshot: Snapshot | None = None
         self._last_write = 0.0
 
     # -- wiring --------------------------------------------------------------
@@ -395,7 +403,8 @@ class Supervisor:
 
     # -- status snapshot -----------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
+        """What the status file says now (but for its heartbeat)."""
         w = self.watcher
         report = self.health or ReportHealth(Health.UNKNOWN, "starting")
         rows = w.mobile or ()
@@ -404,56 +413,52 @@ class Supervisor:
             row = next((r for r in rows if r.id == p.name[:15]), None)
             track = self.tracks.get(p.name, Track())
             phones.append(
-                {
-                    "name": p.name,
-                    "address": p.address,
-                    "group": p.group,
-                    "connected": None if w.mobile is None else bool(row and row.connected),
-                    "state": row.state.value if row else None,
-                    "signal": None,  # chan_mobile does not report it over AMI
-                    "battery": None,
-                    "route": w.published.get(f"route/phone/{p.name}"),
-                    "up": phone_up(row),
-                    "recovery": track.step.value,
-                    "recovery_attempt": track.attempt,
-                }
+                PhoneStatus(
+                    name=p.name,
+                    address=p.address,
+                    group=p.group,
+                    connected=None if w.mobile is None else bool(row and row.connected),
+                    state=row.state.value if row else None,
+                    route=w.published.get(f"route/phone/{p.name}"),
+                    up=phone_up(row),
+                    recovery=track.step.value,
+                    recovery_attempt=track.attempt,
+                )
             )
         client = self.bluez
-        adapters = []
+        adapters: list[AdapterStatus] = []
         if client is not None and client.state is BlueZState.RUNNING:
             adapters = [
-                {
-                    "address": a.address,
-                    "hci": a.hci,
-                    "powered": a.powered,
-                    "prepared": a.address.upper() in self.prepared,
-                }
+                AdapterStatus(
+                    address=a.address,
+                    hci=a.hci,
+                    powered=a.powered,
+                    prepared=a.address.upper() in self.prepared,
+                )
                 for a in client.adapters()
             ]
-        return {
-            "version": 1,
-            "pid": os.getpid(),
-            "started": self.started,
-            "ready": self.ready,
-            "health": report.health.name.lower(),
-            "health_code": int(report.health),
-            "summary": report.summary,
-            "waiting_for_call": list(report.waiting_for_call),
-            "ami": {
-                "state": w.link.value,
-                "error": w.last_error.message if w.last_error else None,
-                "boots_seen": w.boots,
-                "events": w.events,
-            },
-            "bluez": {"state": client.state.value if client else "unreachable"},
-            "adapters": adapters,
-            "phones": phones,
-            "trunks": [
-                {"name": t.name, "registered": w.trunks.get(t.name) if t.registration else None}
+        return Snapshot(
+            started=self.started,
+            ready=self.ready,
+            health=report.health.name.lower(),
+            health_code=int(report.health),
+            summary=report.summary,
+            waiting_for_call=tuple(report.waiting_for_call),
+            ami=AmiStatus(
+                state=w.link.value,
+                error=w.last_error.message if w.last_error else None,
+                boots_seen=w.boots,
+                events=w.events,
+            ),
+            bluez=BlueZStatus(client.state.value if client else "unreachable"),
+            adapters=tuple(adapters),
+            phones=tuple(phones),
+            trunks=tuple(
+                TrunkStatus(t.name, w.trunks.get(t.name) if t.registration else None)
                 for t in self.config.trunks
-            ],
-            "routes": dict(w.published),
-        }
+            ),
+            routes=dict(w.published),
+        )
 
     def write_status(self, *, force: bool = False) -> None:
         if self.status_path is None:
@@ -467,7 +472,7 @@ class Supervisor:
         self._last_snapshot = snap
         self._last_write = now
         try:
-            write_snapshot(self.status_path, {**snap, "heartbeat": now})
+            write_snapshot(self.status_path, snap.to_json(heartbeat=now))
         except OSError as exc:
             log.warning("daemon: cannot write %s: %s", self.status_path, exc)
 
