@@ -16,7 +16,7 @@ Events first, polls to correct drift: MobileStatus, FullyBooted, Reload,
 Shutdown, Registry and Hangup are handled at once; ``mobile show devices`` is
 also polled on a slow timer, and a few times right after each MobileStatus
 because chan_mobile sends Connect before the HFP handshake finishes (the row
-says ``Connected: Yes`` with state ``None`` until it does; DOMAIN.md).
+says ``Connected: Yes`` with state ``None`` until it does; docs/domain/chan_mobile.md).
 """
 
 from __future__ import annotations
