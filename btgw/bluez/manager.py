@@ -42,7 +42,6 @@ from dbus_fast.aio import MessageBus
 
 from btgw.bluez.defs import (
     ADAPTER_INTERFACE,
-    BLUEZ_OWNER_CHANGED_MESSAGE_ID,
     BLUEZ_SERVICE,
     DBUS_INTERFACE,
     DBUS_PATH,
@@ -77,6 +76,7 @@ from btgw.bluez.events import (
 from btgw.bluez.signals import MATCH_RULES
 from btgw.bluez.transport import connect_system_bus, retrieve, send
 from btgw.bluez.views import Adapter, AdapterRef, Device, DeviceRef, same_mac
+from btgw.contracts.journal import Event, fields
 
 __all__ = ["BlueZManager", "BlueZState"]
 
@@ -535,7 +535,7 @@ class BlueZManager:
             LOGGER.warning(
                 "BlueZ is not running (nobody owns %s); waiting for it",
                 BLUEZ_SERVICE,
-                extra={"BTGW_EVENT": "bluez_absent"},
+                extra=fields(Event.BLUEZ_ABSENT),
             )
             self._owner = None
             self._objects.clear()
@@ -608,15 +608,12 @@ class BlueZManager:
             "restarted" if restarted else "found",
             sum(ADAPTER_INTERFACE in i for i in self._objects.values()),
             sum(DEVICE_INTERFACE in i for i in self._objects.values()),
-            extra={
-                "BTGW_EVENT": "bluez_appeared",
-                "MESSAGE_ID": BLUEZ_OWNER_CHANGED_MESSAGE_ID,
-            },
+            extra=fields(Event.BLUEZ_APPEARED),
         )
         self._emit(BlueZAppeared(owner=sync.owner, restarted=restarted))
 
     def _fail(self, error: BlueZError) -> None:
-        LOGGER.warning("BlueZ: %s", error, extra={"BTGW_EVENT": "bluez_sync_failed"})
+        LOGGER.warning("BlueZ: %s", error, extra=fields(Event.BLUEZ_SYNC_FAILED))
         self._last_error = error
         self._objects.clear()
         self._state = BlueZState.FAILED
@@ -665,10 +662,7 @@ class BlueZManager:
         if old and old == self._owner:
             LOGGER.warning(
                 "BlueZ (bluetoothd) left the bus; cache dropped",
-                extra={
-                    "BTGW_EVENT": "bluez_vanished",
-                    "MESSAGE_ID": BLUEZ_OWNER_CHANGED_MESSAGE_ID,
-                },
+                extra=fields(Event.BLUEZ_VANISHED),
             )
             if self._sync is not None and self._sync.timer is not None:
                 self._sync.timer.cancel()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from btgw.bluez.defs import Adapter1Properties, Device1Properties, normalise_mac
+from btgw.bluez.defs import Adapter1Properties, Device1Properties
 from btgw.bluez.phones import PhoneRecognition, recognise_phone
+from btgw.contracts.bluetooth import normalise_mac
 
 __all__ = ["Adapter", "AdapterRef", "Device", "DeviceRef", "device_subject", "same_mac"]
 

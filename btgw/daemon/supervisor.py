@@ -23,12 +23,14 @@ from btgw.bluez.client import BlueZClient
 from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
 from btgw.bluez.manager import BlueZState
 from btgw.config import GatewayConfig
+from btgw.contracts.astdb import RouteValue, phone_key
+from btgw.contracts.chan_mobile import matches_id
+from btgw.contracts.health import Health
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import AmiWatcher
-from btgw.daemon.events import Event, fields
 from btgw.daemon.reconcile import (
     Action,
     AdapterSeen,
-    Health,
     Observed,
     PhoneSeen,
     PrepareAdapter,
@@ -36,7 +38,6 @@ from btgw.daemon.reconcile import (
     RebindChanMobile,
     Recover,
     ReportHealth,
-    RouteValue,
     SetTrack,
     Step,
     Track,
@@ -410,7 +411,7 @@ class Supervisor:
         rows = w.mobile or ()
         phones = []
         for p in self.config.phones:
-            row = next((r for r in rows if r.id == p.name[:15]), None)
+            row = next((r for r in rows if matches_id(r.id, p.name)), None)
             track = self.tracks.get(p.name, Track())
             phones.append(
                 PhoneStatus(
@@ -419,7 +420,7 @@ class Supervisor:
                     group=p.group,
                     connected=None if w.mobile is None else bool(row and row.connected),
                     state=row.state.value if row else None,
-                    route=w.published.get(f"route/phone/{p.name}"),
+                    route=w.published.get(phone_key(p.name)),
                     up=phone_up(row),
                     recovery=track.step.value,
                     recovery_attempt=track.attempt,
@@ -440,7 +441,7 @@ class Supervisor:
         return Snapshot(
             started=self.started,
             ready=self.ready,
-            health=report.health.name.lower(),
+            health=report.health.label,
             health_code=int(report.health),
             summary=report.summary,
             waiting_for_call=tuple(report.waiting_for_call),

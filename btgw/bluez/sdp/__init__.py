@@ -30,8 +30,8 @@ from __future__ import annotations
 from btgw.bluez.sdp.cache import (
     MAX_CACHE_BYTES,
     cache_path,
+    checked_mac,
     hfp_ag_channel_from_cache,
-    normalize_mac,
     parse_cache,
     read_cache,
 )
@@ -150,12 +150,12 @@ __all__ = [
     "async_query_hfp_ag_channel",
     "build_search_attr_request",
     "cache_path",
+    "checked_mac",
     "decode_element",
     "find_hfp_ag_channel",
     "hfp_ag_channel",
     "hfp_ag_channel_from_cache",
     "l2cap_socket_factory",
-    "normalize_mac",
     "parse_attribute_lists",
     "parse_cache",
     "parse_record",

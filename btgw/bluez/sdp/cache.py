@@ -11,15 +11,16 @@ import re
 from pathlib import Path
 from typing import Final
 
-from btgw.bluez.defs import normalise_mac
 from btgw.bluez.hci import BluetoothPermissionError
 from btgw.bluez.sdp.errors import InvalidAddressError, SdpError
 from btgw.bluez.sdp.records import ServiceRecord, hfp_ag_channel, parse_record
+from btgw.contracts.bluetooth import normalise_mac
 from btgw.errors import BluetoothError
 
 
-def normalize_mac(mac: str) -> str:
-    """``aa:bb:cc:dd:ee:ff`` -> ``AA:BB:CC:DD:EE:FF`` (BlueZ's file names).
+def checked_mac(mac: str) -> str:
+    """``aa:bb:cc:dd:ee:ff`` -> ``AA:BB:CC:DD:EE:FF`` (BlueZ's file names): the
+    contract's ``normalise_mac`` with colons only, failing as btgw's error type.
 
     Raises:
         InvalidAddressError: not a colon-separated Bluetooth address; nothing
@@ -43,7 +44,7 @@ _HEX_RE: Final = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 
 def cache_path(storage_root: Path, adapter_mac: str, phone_mac: str) -> Path:
     """``<root>/<ADAPTER>/cache/<PHONE>``. Raises InvalidAddressError."""
-    return storage_root / normalize_mac(adapter_mac) / "cache" / normalize_mac(phone_mac)
+    return storage_root / checked_mac(adapter_mac) / "cache" / checked_mac(phone_mac)
 
 
 def parse_cache(text: str, source: str = "<cache>") -> dict[int, ServiceRecord]:

@@ -16,7 +16,7 @@ from typing import Final
 from uuid import UUID
 
 from btgw.bluez.hci import BluetoothUnavailableError, os_error, require_af_bluetooth
-from btgw.bluez.sdp.cache import normalize_mac
+from btgw.bluez.sdp.cache import checked_mac
 from btgw.bluez.sdp.elements import HFP_AG_UUID
 from btgw.bluez.sdp.errors import (
     HINT_CORRUPT,
@@ -60,9 +60,9 @@ def l2cap_socket_factory(adapter_mac: str | None = None) -> SdpSocketFactory:
         sock = socket.socket(family, socket.SOCK_SEQPACKET, socket.BTPROTO_L2CAP)
         try:
             if adapter_mac is not None:
-                sock.bind((normalize_mac(adapter_mac), 0))
+                sock.bind((checked_mac(adapter_mac), 0))
             sock.settimeout(timeout)
-            sock.connect((normalize_mac(phone_mac), PSM_SDP))
+            sock.connect((checked_mac(phone_mac), PSM_SDP))
         except BaseException:
             sock.close()
             raise

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from btgw.bluez.hci import run_blocking
-from btgw.bluez.sdp.cache import hfp_ag_channel_from_cache, normalize_mac
+from btgw.bluez.sdp.cache import checked_mac, hfp_ag_channel_from_cache
 from btgw.bluez.sdp.client import (
     DEFAULT_SDP_TIMEOUT,
     SdpClient,
@@ -40,7 +40,7 @@ def query_hfp_ag_channel(
         InvalidAddressError: a MAC is malformed.
         everything :meth:`SdpClient.search_attributes` raises.
     """
-    phone = normalize_mac(phone_mac)
+    phone = checked_mac(phone_mac)
     factory = socket_factory or l2cap_socket_factory(adapter_mac)
     client = SdpClient(phone, socket_factory=factory, timeout=timeout)
     records = client.search_attributes((HFP_AG_UUID,))
@@ -64,7 +64,7 @@ def find_hfp_ag_channel(
         InvalidAddressError: a MAC is malformed.
         everything :func:`query_hfp_ag_channel` raises.
     """
-    phone = normalize_mac(phone_mac)
+    phone = checked_mac(phone_mac)
     try:
         channel = hfp_ag_channel_from_cache(storage_root, adapter_mac, phone)
     except InvalidAddressError:
