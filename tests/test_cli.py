@@ -113,6 +113,7 @@ def test_fast_path_leaves_the_rest_to_the_parser(argv: list[str]) -> None:
     assert plain_reader_args(argv) is None
 
 
+@pytest.mark.host
 def test_fast_path_with_global_options_imports_no_argparse(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     write_snapshot(path, snapshot())
@@ -168,6 +169,7 @@ def test_every_handler_resolves_to_a_namespace_to_int_function() -> None:
     assert lazy == 9  # all but status and health, whose code is already loaded
 
 
+@pytest.mark.host
 def test_building_the_parser_imports_no_command_module() -> None:
     code = (
         "import sys\nfrom btgw.cli import build_parser\nbuild_parser()\n"

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from btgw.daemon.snapshot import (
     AdapterStatus,
     AmiStatus,
@@ -82,6 +84,7 @@ def test_equal_snapshots_mean_nothing_to_rewrite() -> None:
     assert sample() != sample(summary="ok")
 
 
+@pytest.mark.host
 def test_the_reader_path_does_not_import_the_writer() -> None:
     code = (
         "import sys, btgw.daemon.cli, btgw.daemon.status; "
