@@ -39,13 +39,10 @@ CONNECT_TIMEOUT_S: Final = 45.0
 
 
 class BlueZClient(BlueZManager):
-    """The one cache of BlueZ's objects, and the methods btgw calls on them.
+    """The one cache of BlueZ's objects (:class:`BlueZManager`, whose bus
+    rules it keeps), and the methods btgw calls on them.
 
-    Use as ``async with BlueZClient() as client:``; or call :meth:`start` and
-    :meth:`close`.  With no ``bus``, the client connects to
-    ``bus_address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the system bus,
-    and disconnects on close.  An injected ``bus`` must be connected already
-    and is left open.
+    Use as ``async with BlueZClient() as client:``.
     """
 
     def __init__(
