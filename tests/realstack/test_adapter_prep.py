@@ -35,6 +35,14 @@ with job() as (stack, res):
     busctl_set_powered("hci0", True)
     time.sleep(0.5)
     res["voice_after_power_cycle"] = voice_setting("hci0")
+    sh("hciconfig hci0 reset")
+    time.sleep(1.0)
+    res["voice_after_reset"] = voice_setting("hci0")
+    # BlueZ 5.82's emulator keeps the setting over a reset (sid's 5.87 drops it, as real
+    # controllers do): put the controller's default back by hand so that preparing
+    # again has something to do
+    sh("hciconfig hci0 voice 0x0000")
+    res["voice_forced"] = voice_setting("hci0")
     try:
         asyncio.run(prepare(stack.hci0))
         res["prepare_again_error"] = None
@@ -55,7 +63,8 @@ def test_preparation_writes_voice_setting_and_class_through_the_kernel(vm):
     assert res["voice"] == 0x0060
     # bluetoothd may add service bits (it owns the class too); the device part must be ours
     assert res["class"] & 0x1FFC == 0x0408, hex(res["class"])
-    assert res["voice_after_power_cycle"] == 0x0000, "the emulator no longer resets it?"
+    # what a power cycle or reset leaves is the emulator's business: recorded, not asserted
+    assert res["voice_forced"] == 0x0000
     assert res["prepare_again_error"] is None, r.explain()
     assert res["voice_again"] == 0x0060
     assert res["class_again"] & 0x1FFC == 0x0408
