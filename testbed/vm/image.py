@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ ROOT_PACKAGES: Final = (
     "util-linux",
     "mount",
 )
+# From PyPI into the root's /usr/local (wheels only, fetched by the host's pip for the
+# guest's Python): Debian 13's python3-dbus-fast is 2.44.1, which lacks the
+# dbus_fast.annotations module btgw's agent imports, so btgw's own floor
+# (dbus-fast>=2.21) is not enough on a stock Debian 13; see docs/testing.md.
+PIP_PACKAGES: Final = ("dbus-fast>=2.46",)
 # mmdebstrap under TCG-free host: about 40 s on a good link; a slow mirror minutes.
 BUILD_TIMEOUT: Final = 20 * 60.0
 DOWNLOAD_TIMEOUT: Final = 10 * 60.0
@@ -272,6 +278,7 @@ def disk_recipe_id(kvers: Sequence[str]) -> str:
     for name in _IMAGE_FILES:
         digest.update((guest / name).read_bytes())
     digest.update(_INIT_SCRIPT.encode())
+    digest.update(json.dumps(PIP_PACKAGES).encode())
     return digest.hexdigest()[:16]
 
 
@@ -310,6 +317,22 @@ def _install_modules(root: Path, kdir: Path) -> None:
     ) as pack:
         subprocess.run(["tar", "-C", str(dest), "-xf", "-"], stdin=pack.stdout, check=True)
     _run(["chroot", str(root), "depmod", "-a", kver], timeout=300)
+
+
+def _pip_into_root(root: Path) -> None:
+    """Install :data:`PIP_PACKAGES` as binary wheels for the root's Python into /usr/local."""
+    pythons = sorted(p.name for p in (root / "usr/lib").glob("python3.*") if p.is_dir())
+    version = pythons[-1].removeprefix("python")
+    target = root / "usr/local/lib" / f"python{version}" / "dist-packages"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:",
+         "--python-version", version, "--implementation", "cp",
+         "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+         "--platform", "manylinux2014_x86_64", "--target", str(target), *PIP_PACKAGES],
+        timeout=DOWNLOAD_TIMEOUT,
+    )  # fmt: skip
 
 
 def _customise_root(root: Path) -> None:
@@ -460,6 +483,7 @@ def ensure_image(kernel_tag: str = DEFAULT_KERNEL, *, verify: bool = False) -> V
             root_stamp.write_text(root_recipe + "\n")
         for kdir in kdirs.values():
             _install_modules(root, kdir)
+        _pip_into_root(root)
         _customise_root(root)
         for kdir in kdirs.values():
             _build_initramfs(root, kdir)

@@ -39,6 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.realstack)
+            # a VM job bounds itself (runner timeout); this only catches a hung host side
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(900))
             if not usable:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
