@@ -44,6 +44,21 @@ MODULES = (
     "format_gsm.so",
     "codec_ulaw.so",
     "codec_gsm.so",
+    # btgw's apply reloads res_pjsip whenever its pjsip files change
+    "res_sorcery_config.so",
+    "res_sorcery_memory.so",
+    "res_sorcery_astdb.so",
+    "res_pjproject.so",
+    "res_pjsip.so",
+    "res_pjsip_session.so",
+    "chan_pjsip.so",
+    "res_pjsip_config_wizard.so",
+    "res_pjsip_authenticator_digest.so",
+    "res_pjsip_endpoint_identifier_ip.so",
+    "res_pjsip_endpoint_identifier_user.so",
+    "res_pjsip_outbound_registration.so",
+    "res_pjsip_registrar.so",
+    "res_pjsip_outbound_authenticator_digest.so",
 )
 BTGW_TOML = """\
 [asterisk]
