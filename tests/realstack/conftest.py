@@ -55,24 +55,29 @@ def vm_image() -> None:
     ensure_image(DEFAULT_KERNEL)
 
 
+def run_recorded(name: str, job: str, **kw: Any) -> JobResult:
+    """Run a job (Python source, dedented) in a fresh VM; append its figures to the results."""
+    result = run_job(textwrap.dedent(job), **kw)
+    if RESULTS is not None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        record = {
+            "test": name,
+            "rc": result.rc,
+            "wall": round(result.wall, 1),
+            "boot": result.boot and round(result.boot, 1),
+            "kernel": result.kernel,
+            "result": result.result(),
+        }
+        with (RESULTS / "results.jsonl").open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return result
+
+
 @pytest.fixture
 def vm(vm_image: None, request: pytest.FixtureRequest) -> VmRun:
-    """Run a job (Python source, dedented) in a fresh VM; record its timings by test name."""
+    """Run a job in a fresh VM, recorded under the test's name."""
 
     def run(job: str, **kw: Any) -> JobResult:
-        result = run_job(textwrap.dedent(job), **kw)
-        if RESULTS is not None:
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            record = {
-                "test": request.node.name,
-                "rc": result.rc,
-                "wall": round(result.wall, 1),
-                "boot": result.boot and round(result.boot, 1),
-                "kernel": result.kernel,
-                "result": result.result(),
-            }
-            with (RESULTS / "results.jsonl").open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        return result
+        return run_recorded(request.node.name, job, **kw)
 
     return run

@@ -82,6 +82,9 @@ class Results:
         self.path.write_text(json.dumps(self.data, indent=1, default=str))
         log("RESULT", key, "=", value)
 
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
     def timing(self, key: str, start: float) -> float:
         took = round(time.monotonic() - start, 3)
         self.data.setdefault("timings", {})[key] = took
