@@ -8,8 +8,9 @@ private mount namespace (``unshare -m``) where the guest's ``/run`` (with
 bluetoothd's ``/run/sdp`` and this instance's ``/run/ast``), ``/dev``,
 ``/proc`` and ``/sys`` are bound into the root; those mounts vanish with it.
 
-Configuration lives in ``/run/ast/etc`` (the same path inside and outside the
-root).  btgw owns chan_mobile.conf, extensions_btgw.conf, manager.d/btgw.conf
+Configuration lives in the guest's ``/etc/asterisk``, bound over the root's own
+(the same path inside and outside the root); run, log and database files in
+``/run/ast``.  btgw owns chan_mobile.conf, extensions_btgw.conf, manager.d/btgw.conf
 and the rest of its files there, exactly as it owns /etc/asterisk on a gateway.
 """
 
@@ -24,7 +25,8 @@ from testbed.vm.guest.stack import Stack, log, wait_for, write_file
 
 ROOT = Path("/opt/asterisk-root")
 BASE = Path("/run/ast")
-ETC = BASE / "etc"
+# The guest's /etc/asterisk, bound over the root's own: where btgw writes on a gateway.
+ETC = Path("/etc/asterisk")
 AMI_PORT = 5038
 # The bench's AMI user for the tests' own questions; btgw has its own (manager.d/btgw.conf).
 TEST_USER, TEST_SECRET = "vmtest", "vmtest-secret-0123"
@@ -62,7 +64,7 @@ MODULES = (
 )
 BTGW_TOML = """\
 [asterisk]
-config_dir = "/run/ast/etc"
+config_dir = "/etc/asterisk"
 log_file = "/run/ast/log/messages"
 
 [asterisk.ami]
@@ -82,8 +84,9 @@ address = "{adapter}"
 
 def layout() -> None:
     """Write Asterisk's own files; btgw writes its generated ones beside them."""
-    for sub in ("etc/manager.d", "lib", "spool", "run", "log", "cache"):
+    for sub in ("lib", "spool", "run", "log", "cache"):
         (BASE / sub).mkdir(parents=True, exist_ok=True)
+    (ETC / "manager.d").mkdir(parents=True, exist_ok=True)
     write_file(
         ETC / "asterisk.conf",
         "[directories]\n"
@@ -120,6 +123,7 @@ def start(stack: Stack) -> None:
     r = ROOT
     script = (
         f"mount --rbind /run {r}/run && mount --rbind /dev {r}/dev && "
+        f"mount --bind {ETC} {r}/etc/asterisk && "
         f"mount -t proc proc {r}/proc && mount --rbind /sys {r}/sys && "
         f"mount -t tmpfs tmpfs {r}/tmp && "  # noqa: S108 - the root's own /tmp
         f"exec chroot {r} /usr/sbin/asterisk -f -n -C {ETC}/asterisk.conf"
