@@ -80,7 +80,7 @@ with job() as (stack, res):
                 "--yes", "--timeout", "10", timeout=180)
     res.timing("pair", t)
     res["pair_rc"] = proc.returncode
-    res["pair_out"] = proc.stdout[-1500:] + proc.stderr[-1500:]
+    res["pair_out"] = proc.stdout[-3000:] + proc.stderr[-6000:]
     dev = f"/org/bluez/hci0/dev_{stack.hci1.replace(':', '_')}"
     for prop in ("Paired", "Trusted", "Bonded"):
         res[prop.lower()] = sh(
@@ -113,8 +113,9 @@ def test_pair_through_btgws_agent_finds_the_channel_and_applies(vm):
     assert res["pair_rc"] == 0, res["pair_out"] + "\n" + r.explain()
     assert res["paired"] == "b true"
     assert res["trusted"] == "b true"
-    # numeric comparison: the phone's side was asked to confirm a six-digit code
-    assert res["agent_log"], r.explain()
+    # numeric comparison through btgw's own agent (the phone's side is bluetoothd's
+    # choice: it asks the phone's agent or accepts by itself, so it is only recorded)
+    assert "RequestConfirmation accepted" in res["pair_out"], res["pair_out"]
     assert 'name = "phone1"' in res["toml"]
     learned = res["state"]["phones"]["phone1"]
     assert learned["channel"] == 3, res["state"]
