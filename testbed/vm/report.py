@@ -44,8 +44,7 @@ def render(records: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|",
     ]
     out += [
-        f"| {r['test']} | {r['kernel']} | {r['rc']} | {r['boot']} | {r['wall']} |"
-        for r in records
+        f"| {r['test']} | {r['kernel']} | {r['rc']} | {r['boot']} | {r['wall']} |" for r in records
     ]
     total = sum(r["wall"] for r in records)
     out += ["", f"Sum of the VM jobs' wall time: {total:.0f} s."]
