@@ -23,11 +23,11 @@ from btgw.asterisk.apply import Applier, reload_module
 from btgw.config import GatewayConfig, parse_config
 from btgw.render import Sources
 from btgw.render.files import Module, render_all
-from btgw.sim.asterisk import AsteriskInstance, cache_dir, ensure_root
-from btgw.sim.shim import build_shim, shimmed_asterisk
-from btgw.sim.spec import AdapterSpec
-from btgw.sim.world import preinstall
 from btgw.state import State, assign_adapters
+from testbed.asterisk import AsteriskInstance, cache_dir, ensure_root
+from testbed.shim import build_shim, shimmed_asterisk
+from testbed.spec import AdapterSpec
+from testbed.world import preinstall
 
 AMI_SECRET = "bench-ami-secret-0001"
 

@@ -32,7 +32,7 @@ from bench.gateway import INTERVAL, Gateway, gateway
 from bench.stats import cpu_meter, rss_mb, stats
 from btgw.asterisk.ami import AmiConnection
 from btgw.asterisk.mobile import parse_show_devices
-from btgw.sim.hfp import CallState
+from testbed.hfp import CallState
 
 POLL_BASELINE_S = 60.0
 FIREHOSE_CALLS_PER_S = 120.0  # about 19 AMI events each: ~2,300 events/s

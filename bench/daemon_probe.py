@@ -22,9 +22,9 @@ from typing import Any
 
 from bench.stats import rss_mb
 from btgw.asterisk.ami import AmiConnection
-from btgw.sim.journald import JournalSink, journald_wrapper
-from btgw.sim.phone import SimPhone
-from btgw.sim.world import btgw_run_process, read_route
+from testbed.journald import JournalSink, journald_wrapper
+from testbed.phone import SimPhone
+from testbed.world import btgw_run_process, read_route
 
 
 def event(name: str, **match: str) -> Callable[[dict[str, str]], bool]:

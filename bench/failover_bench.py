@@ -44,8 +44,8 @@ from typing import Any, TextIO
 from bench.sip_capture import LoopbackSipCapture
 from bench.stats import stats
 from btgw.errors import BtgwError
-from btgw.sim.sipp import Call
-from btgw.sim.world import TRUNK_CALLER_ID, World, WorldOptions, daemon_process, wait_route
+from testbed.sipp import Call
+from testbed.world import TRUNK_CALLER_ID, World, WorldOptions, daemon_process, wait_route
 
 log = logging.getLogger("bench.failover")
 

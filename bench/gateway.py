@@ -22,14 +22,14 @@ from bench.daemon_probe import Daemon, btgw_run, phone_route
 from btgw.asterisk.ami import AmiConnection
 from btgw.config import parse_config
 from btgw.render import Sources
-from btgw.sim.asterisk import AsteriskInstance, cache_dir, ensure_root
-from btgw.sim.bluez import BlueZSim
-from btgw.sim.bluez import World as Air
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.phone import PhoneBehaviour, SimPhone
-from btgw.sim.shim import build_shim, shimmed_asterisk
-from btgw.sim.spec import AdapterSpec, PhoneSpec
-from btgw.sim.world import preinstall
+from testbed.asterisk import AsteriskInstance, cache_dir, ensure_root
+from testbed.bluez import BlueZSim
+from testbed.bluez import World as Air
+from testbed.dbus import PrivateBus
+from testbed.phone import PhoneBehaviour, SimPhone
+from testbed.shim import build_shim, shimmed_asterisk
+from testbed.spec import AdapterSpec, PhoneSpec
+from testbed.world import preinstall
 
 INTERVAL = 5  # chan_mobile's reconnect interval: btgw's lowest allowed
 BEHAVIOUR = PhoneBehaviour(answer_delay=0.05, ring_interval=0.5)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from btgw.errors import BtgwError
-from btgw.sim.asterisk import AsteriskInstance, ensure_root
+from testbed.asterisk import AsteriskInstance, ensure_root
 
 # --------------------------------------------------------------------------
-# Real Asterisk (btgw.sim.asterisk)
+# Real Asterisk (testbed.asterisk)
 # --------------------------------------------------------------------------
 
 AsteriskFactory = Callable[..., AsteriskInstance]
@@ -69,7 +69,7 @@ def asterisk(asterisk_factory: AsteriskFactory) -> AsteriskInstance:
 
 
 # ---------------------------------------------------------------------------
-# BlueZ simulator fixtures (btgw.bluez / btgw.sim.bluez; owner: BlueZ edge).
+# BlueZ simulator fixtures (btgw.bluez / testbed.bluez; owner: BlueZ edge).
 # A private dbus-daemon per test module, a fresh simulated bluetoothd per test.
 # Override ``bluez_world`` in a test module to choose adapters and devices.
 # ---------------------------------------------------------------------------
@@ -80,13 +80,13 @@ import pytest  # noqa: E402
 
 from btgw.bluez.agent import PairingAgent as _BluezPairingAgent  # noqa: E402
 from btgw.bluez.client import BlueZClient as _BluezClient  # noqa: E402
-from btgw.sim.bluez import BlueZSim as _BluezSim  # noqa: E402
-from btgw.sim.bluez import World as _BluezWorld  # noqa: E402
-from btgw.sim.bluez import headset_spec as _bluez_headset  # noqa: E402
-from btgw.sim.bluez import laptop_spec as _bluez_laptop  # noqa: E402
-from btgw.sim.dbus import PrivateBus as _BluezPrivateBus  # noqa: E402
-from btgw.sim.spec import AdapterSpec as _BluezAdapterSpec  # noqa: E402
-from btgw.sim.spec import PhoneSpec as _BluezPhoneSpec  # noqa: E402
+from testbed.bluez import BlueZSim as _BluezSim  # noqa: E402
+from testbed.bluez import World as _BluezWorld  # noqa: E402
+from testbed.bluez import headset_spec as _bluez_headset  # noqa: E402
+from testbed.bluez import laptop_spec as _bluez_laptop  # noqa: E402
+from testbed.dbus import PrivateBus as _BluezPrivateBus  # noqa: E402
+from testbed.spec import AdapterSpec as _BluezAdapterSpec  # noqa: E402
+from testbed.spec import PhoneSpec as _BluezPhoneSpec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ async def pairing_agent(
 
 
 # ---------------------------------------------------------------------------
-# The whole bench (btgw.sim.world; owner: bench / e2e tests).
+# The whole bench (testbed.world; owner: bench / e2e tests).
 # One World per test module: Asterisk with btgw's files, the phone on the
 # shim, BlueZ simulator, SIPp pepe/maria and the trunk.  Tests that use it
 # take ``world`` (reset to phone-in-range, idle, Free before each test) and
@@ -159,7 +159,7 @@ import time as _world_time  # noqa: E402
 
 import pytest_asyncio as _world_pytest_asyncio  # noqa: E402
 
-from btgw.sim.world import World as _BenchWorld  # noqa: E402
+from testbed.world import World as _BenchWorld  # noqa: E402
 
 WORLD_TIMINGS: dict[str, float] = {}
 """Measured bench times (world start-up per module), printed at the end."""
@@ -198,3 +198,50 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("-", "bench timings")
         for name, seconds in WORLD_TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f} s")
+    audit = _JOURNAL_AUDIT  # defined below, with its fixture
+    terminalreporter.write_line(
+        f"journal audit: {audit.entries} journald entries, {audit.events} events "
+        f"checked against btgw.contracts.journal.Event, {len(audit.problems)} off it"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Journal audit (tests/journal_audit.py): every journald entry of every test,
+# in process and from bench processes, is checked against the Event enum.
+# ---------------------------------------------------------------------------
+from journal_audit import JournalAudit  # noqa: E402
+
+from testbed import journald as _journald  # noqa: E402
+
+_JOURNAL_AUDIT = JournalAudit()
+
+
+@pytest.fixture(autouse=True)
+def journal_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[JournalAudit]:
+    """Fails the test that logged an event spelled otherwise than the enum."""
+    logger = logging.getLogger("btgw")
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # what ``btgw run`` sends to journald
+    handler = _JOURNAL_AUDIT.handler()
+    logger.addHandler(handler)
+    sinks: list[_journald.JournalSink] = []
+    real_open = _journald.JournalSink.open
+
+    def open_and_watch(sink: _journald.JournalSink) -> None:
+        sinks.append(sink)
+        real_open(sink)
+
+    monkeypatch.setattr(_journald.JournalSink, "open", open_and_watch)
+    before = len(_JOURNAL_AUDIT.problems)
+    try:
+        yield _JOURNAL_AUDIT
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    for sink in sinks:
+        for _, entry in sink.entries:
+            _JOURNAL_AUDIT.check(entry, f"journald stand-in {sink.directory}")
+    problems = _JOURNAL_AUDIT.problems[before:]
+    if problems:
+        pytest.fail("journal entries off the Event enum:\n" + "\n".join(problems))

@@ -20,8 +20,8 @@ from btgw.config import GatewayConfig
 from btgw.render import Sources
 from btgw.render.files import DIALPLAN, PJSIP_WIZARD, Module, render_all
 from btgw.render.manager import render_manager
-from btgw.sim.asterisk import AsteriskInstance, ensure_root
 from btgw.state import State
+from testbed.asterisk import AsteriskInstance, ensure_root
 
 from helpers import config_dict, make_config, to_toml
 

@@ -18,7 +18,7 @@ from btgw.bluez import errors as e
 from btgw.bluez.agent import PairingAgent
 from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import ADAPTER_INTERFACE, PROPERTIES_INTERFACE, device_path
-from btgw.sim.bluez import (
+from testbed.bluez import (
     BlueZSim,
     World,
     headset_spec,
@@ -26,8 +26,8 @@ from btgw.sim.bluez import (
     hsp_ag_record,
     record_handle,
 )
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.spec import AdapterSpec, PhoneSpec
+from testbed.dbus import PrivateBus
+from testbed.spec import AdapterSpec, PhoneSpec
 
 ADAPTER = "00:1A:7D:DA:71:10"
 PIXEL = "5C:F3:70:11:22:33"
@@ -171,7 +171,7 @@ async def test_world_changes_reach_connected_devices(
 def _start_cli(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "btgw.sim.bluez", *args],
+        [sys.executable, "-m", "testbed.bluez", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

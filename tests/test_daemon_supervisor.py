@@ -15,15 +15,16 @@ import pytest
 
 from btgw.asterisk.ami import connector
 from btgw.bluez.client import BlueZClient
+from btgw.contracts.health import Health
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
-from btgw.daemon.reconcile import Health, ReportHealth, Step
+from btgw.daemon.reconcile import ReportHealth, Step
 from btgw.daemon.status import read
 from btgw.daemon.supervisor import PREPARE_RETRY_S, Outcome, Supervisor
 from btgw.errors import BluetoothError
-from btgw.sim.asterisk import SIP_TRANSPORT, AsteriskInstance
-from btgw.sim.bluez import BlueZSim
-from btgw.sim.dbus import PrivateBus
 from btgw.state import State, assign_adapters
+from testbed.asterisk import SIP_TRANSPORT, AsteriskInstance
+from testbed.bluez import BlueZSim
+from testbed.dbus import PrivateBus
 
 from helpers import config_dict, make_config
 

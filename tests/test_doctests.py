@@ -14,7 +14,11 @@ MODULES = [
     "btgw.bluez.defs",
     "btgw.bluez.errors",
     "btgw.bluez.phones",
-    "btgw.sim.sipp",
+    "btgw.contracts.astdb",
+    "btgw.contracts.bluetooth",
+    "btgw.contracts.chan_mobile",
+    "btgw.contracts.journal",
+    "testbed.sipp",
 ]
 
 

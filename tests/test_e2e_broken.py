@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from btgw.sim.sipp import SippError
-from btgw.sim.world import World, WorldError, WorldOptions
+from testbed.sipp import SippError
+from testbed.world import World, WorldError, WorldOptions
 
 pytestmark = [
     pytest.mark.asterisk,

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from btgw.asterisk.mobile import MobileState
-from btgw.sim.hfp import CallState
-from btgw.sim.sipp import SippError
-from btgw.sim.world import TRUNK_CALLER_ID, World
+from testbed.hfp import CallState
+from testbed.sipp import SippError
+from testbed.world import TRUNK_CALLER_ID, World
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]
 
@@ -73,7 +73,7 @@ async def test_incoming_call_rings_both_one_answers_audio_both_ways(world: World
     reason="one-way audio, intermittent: on some incoming calls (seen on the 2nd of "
     "several in a row) the phone's SCO audio reaches a SIP phone only once the SIP "
     "side sends RTP; chan_mobile sets the SCO fd on the channel after the bridge "
-    "may have started polling it (see DOMAIN.md)",
+    "may have started polling it (see docs/domain/chan_mobile.md, Audio)",
 )
 async def test_incoming_call_to_a_silent_sip_phone_still_gets_the_callers_audio(
     world: World,
@@ -173,7 +173,7 @@ async def at_link_quiet(world: World, quiet: float = 0.3) -> None:
 async def test_a_dozen_calls_back_to_back(world: World) -> None:
     """A dozen calls through one phone, each right after the other.
 
-    How long they take is printed (DOMAIN.md: under 20 s on this bench); a
+    How long they take is printed (docs/domain/chan_mobile.md, late AT+CHUP race); a
     limit on it belongs in bench/, not in a test."""
     started = time.monotonic()
     for index in range(6):

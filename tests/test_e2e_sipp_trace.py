@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from btgw.sim.sipp import (
+from testbed.sipp import (
     SipMessage,
     parse_message,
     split_trace,

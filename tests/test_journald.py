@@ -1,7 +1,7 @@
 """btgw's journal entries through the real python-systemd, as on a gateway.
 
 The process runs with the bench's stand-in journald socket
-(btgw.sim.journald): systemd.journal.send speaks journald's native protocol
+(testbed.journald): systemd.journal.send speaks journald's native protocol
 to it, so a field python-systemd rejects, or one lost on the way, shows here.
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from btgw.daemon.events import Event
-from btgw.sim.journald import JournalSink, journald_wrapper, parse_journal_entry
+from btgw.contracts.journal import Event
+from testbed.journald import JournalSink, journald_wrapper, parse_journal_entry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the private /run needs root")
 
 CHILD = """
 import logging
-from btgw.daemon.events import Event, fields
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.systemd import setup_logging
 setup_logging()
 logging.getLogger("btgw.daemon.supervisor").warning(

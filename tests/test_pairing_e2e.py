@@ -27,14 +27,14 @@ from btgw.config import GatewayConfig, parse_config
 from btgw.pairing.core import FoundPhone, Pairing
 from btgw.pairing.tomledit import remove_phone
 from btgw.render import Sources
-from btgw.sim.asterisk import cache_dir
-from btgw.sim.bluez import BlueZSim, World, headset_spec
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.phone import PhoneBehaviour, SimPhone
-from btgw.sim.shim import build_shim, shimmed_asterisk
-from btgw.sim.spec import AdapterSpec, PhoneSpec
-from btgw.sim.world import OWNER_EXTENSIONS, preinstall, world_config
 from btgw.state import State, load_state
+from testbed.asterisk import cache_dir
+from testbed.bluez import BlueZSim, World, headset_spec
+from testbed.dbus import PrivateBus
+from testbed.phone import PhoneBehaviour, SimPhone
+from testbed.shim import build_shim, shimmed_asterisk
+from testbed.spec import AdapterSpec, PhoneSpec
+from testbed.world import OWNER_EXTENSIONS, preinstall, world_config
 
 ADAPTER = AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")
 PHONE = PhoneSpec(mac="A4:C3:F0:85:AC:2D", name="Pixel 7 (Ana)", hfp_ag_channel=7)

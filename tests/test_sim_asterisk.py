@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from btgw.sim import asterisk as sim
-from btgw.sim.asterisk import (
+from testbed import asterisk as sim
+from testbed.asterisk import (
     AsteriskInstance,
     AsteriskInstanceError,
     AsteriskRootError,
@@ -197,7 +197,7 @@ def test_concurrent_processes_build_once(tmp_path: Path) -> None:
         """
         import sys, time
         from pathlib import Path
-        from btgw.sim.asterisk import ensure_root
+        from testbed.asterisk import ensure_root
 
         cache, log = Path(sys.argv[1]), Path(sys.argv[2])
 

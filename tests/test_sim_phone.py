@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from btgw.sim.asterisk import AsteriskInstance
-from btgw.sim import sdp_server as sdp
-from btgw.sim.hfp import (
+    from testbed.asterisk import AsteriskInstance
+from testbed import sdp_server as sdp
+from testbed.hfp import (
     INDICATORS,
     CallState,
     CallStateChanged,
@@ -40,7 +40,7 @@ from btgw.sim.hfp import (
     SmsSent,
     clip_line,
 )
-from btgw.sim.phone import (
+from testbed.phone import (
     SCO_FRAME_BYTES,
     ControlServer,
     PhoneBehaviour,
@@ -50,8 +50,8 @@ from btgw.sim.phone import (
     frame_peak,
     tone_pattern,
 )
-from btgw.sim.shim import adapter_from_peer, build_shim, dev_info_path, phone_peer_name, shim_env
-from btgw.sim.spec import HFP_AG_UUID, AdapterSpec, PhoneSpec, rfcomm_path, sco_path, sdp_path
+from testbed.shim import adapter_from_peer, build_shim, dev_info_path, phone_peer_name, shim_env
+from testbed.spec import HFP_AG_UUID, AdapterSpec, PhoneSpec, rfcomm_path, sco_path, sdp_path
 
 PHONE = PhoneSpec(mac="A4:50:46:11:22:33", name="Pixel 7")
 ADAPTER = AdapterSpec(mac="00:1A:7D:DA:71:10")
@@ -877,7 +877,7 @@ async def test_phone_runs_as_a_separate_process(sock_dir: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "btgw.sim.phone",
+        "testbed.phone",
         "--mac",
         PHONE.mac,
         "--sock-dir",
@@ -1046,14 +1046,14 @@ class Bench:
 @pytest.fixture(scope="session")
 def asterisk_root() -> Path:
     """The cached Debian sid root (built on first use, ~40 s)."""
-    bench = pytest.importorskip("btgw.sim.asterisk", reason="the Asterisk harness is missing")
+    bench = pytest.importorskip("testbed.asterisk", reason="the Asterisk harness is missing")
     root: Path = bench.ensure_root()
     return root
 
 
 @pytest.fixture(scope="session")
 def shim_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bench = pytest.importorskip("btgw.sim.asterisk", reason="the Asterisk harness is missing")
+    bench = pytest.importorskip("testbed.asterisk", reason="the Asterisk harness is missing")
     return build_shim(bench.cache_dir())
 
 
@@ -1069,7 +1069,7 @@ async def running_bench(
 ) -> AsyncIterator[Bench]:
     """Asterisk with chan_mobile and the shim; phones must already be serving
     in ``sock_dir`` (chan_mobile connects while it loads)."""
-    from btgw.sim.asterisk import AsteriskInstance
+    from testbed.asterisk import AsteriskInstance
 
     env = shim_env(SOCK_DIR_IN_ROOT, adapters, log_path=f"{SOCK_DIR_IN_ROOT}/shim.log")
     instance = AsteriskInstance(

@@ -21,17 +21,17 @@ from pathlib import Path
 import pytest
 
 from btgw.errors import BtgwError
-from btgw.sim.hfp import AG_FEATURES
-from btgw.sim.phone import SimPhone
-from btgw.sim.sdp_server import search_attr_request, uuid16
-from btgw.sim.shim import (
+from testbed.hfp import AG_FEATURES
+from testbed.phone import SimPhone
+from testbed.sdp_server import search_attr_request, uuid16
+from testbed.shim import (
     SHIM_SOURCE,
     build_shim,
     check_shim_headers,
     phone_peer_name,
     shim_env,
 )
-from btgw.sim.spec import AdapterSpec, PhoneSpec, sco_path, sdp_path
+from testbed.spec import AdapterSpec, PhoneSpec, sco_path, sdp_path
 
 ADAPTER0 = AdapterSpec(mac="00:1A:7D:DA:71:10", hci="hci0")
 ADAPTER1 = AdapterSpec(mac="00:1A:7D:DA:71:11", hci="hci1", voice_setting=0x0040)

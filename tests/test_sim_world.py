@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from btgw.sim.world import run_world
+from testbed.world import run_world
 
 pytestmark = pytest.mark.asterisk
 

@@ -11,7 +11,7 @@ endpoint is silently dropped and only the log says why).  So apply:
    (chan_mobile, which has no reload, by ModuleLoad unload + load, and only
    when no Mobile call is up: otherwise it is deferred, never forced);
 3. verifies: new WARNING/ERROR lines from the config loaders, ``dialplan show``
-   of each context, ``PJSIPShowEndpoint`` of each endpoint, chan_mobile's
+   of each context, every endpoint in one ``PJSIPShowEndpoints`` list, chan_mobile's
    device list;
 4. on any failure restores the previous files, reloads again, and reports what
    Asterisk said.
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from btgw.asterisk.ami import AmiActionError, AmiConnection, AmiFactory, connector
-from btgw.asterisk.mobile import MobileParseError, matches_id, parse_show_devices
+from btgw.asterisk.mobile import MobileParseError, parse_show_devices
 from btgw.config import GatewayConfig
+from btgw.contracts.chan_mobile import matches_id
 from btgw.errors import AsteriskError
 from btgw.fsutil import atomic_write, fsync_dir, previous_path, remove_stale_temporaries
 from btgw.render import Sources

@@ -1,7 +1,7 @@
 """Raw HCI commands for what BlueZ's D-Bus API cannot do: voice setting and class.
 
 chan_mobile skips every adapter whose voice setting is not 0x0060 (CVSD, 16-bit
-linear PCM; see DOMAIN.md), and BlueZ offers no D-Bus property for it.  The
+linear PCM; see docs/domain/chan_mobile.md), and BlueZ offers no D-Bus property for it.  The
 setting lives in the controller, so it is lost on every reset or replug and must
 be written again.  iOS only offers hands-free to a device whose class of device
 says it is an audio device, and bluetoothd's own class may not say so.

@@ -3,7 +3,7 @@
 BlueZ tells btgw an adapter's address and power state over D-Bus, but not what
 the adapter *is*: a USB dongle (which one, on which port) or the Raspberry Pi's
 onboard controller on a UART or SDIO bus, which routes SCO to PCM pins and uses
-60-byte SCO frames where chan_mobile hard-codes 48 (DOMAIN.md).  sysfs knows:
+60-byte SCO frames where chan_mobile hard-codes 48 (docs/domain/pi.md).  sysfs knows:
 
   /sys/class/bluetooth/hci0 -> ../../devices/.../usb1/1-1/1-1:1.0/bluetooth/hci0
   /sys/class/bluetooth/hci0/device -> the USB interface (1-1:1.0), whose parent

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 _MAGIC = "070701"
 
@@ -20,7 +20,7 @@ def _pad(n: int) -> bytes:
     return b"\0" * (-n % 4)
 
 
-def _entry(out: BinaryIO, ino: int, name: str, mode: int, mtime: int, data: bytes) -> None:
+def _entry(out: BufferedIOBase, ino: int, name: str, mode: int, mtime: int, data: bytes) -> None:
     nlink = 2 if stat.S_ISDIR(mode) else 1
     fields = (ino, mode, 0, 0, nlink, mtime, len(data), 0, 0, 0, 0, len(name) + 1, 0)
     header = (_MAGIC + "".join(f"{f:08x}" for f in fields)).encode() + name.encode() + b"\0"

@@ -83,10 +83,8 @@ class JobResult:
 
 def _asterisk_root() -> Path:
     """The bench's cached Asterisk root (built on first use by the bench)."""
-    try:
-        from testbed.asterisk import ensure_root  # type: ignore[import-not-found]  # noqa: PLC0415
-    except ImportError:
-        from btgw.sim.asterisk import ensure_root  # noqa: PLC0415 (before the move to testbed/)
+    from testbed.asterisk import ensure_root  # noqa: PLC0415 (only jobs that need Asterisk)
+
     root: Path = ensure_root()
     return root
 

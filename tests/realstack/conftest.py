@@ -7,10 +7,8 @@ minutes each, so the project's default ``./test`` skips them and
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,9 @@ from typing import Any
 import pytest
 
 from testbed.vm.image import DEFAULT_KERNEL, ensure_image
-from testbed.vm.runner import JobResult, run_job
+from testbed.vm.runner import JobResult
 
-RESULTS = (
-    Path(os.environ.get("BTGW_REALSTACK_RESULTS", ""))
-    if os.environ.get("BTGW_REALSTACK_RESULTS")
-    else None
-)
+from vmjobs import run_recorded
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -53,24 +47,6 @@ VmRun = Callable[..., JobResult]
 def vm_image() -> None:
     """Build (or verify the cache of) the image once per session, outside any test's timeout."""
     ensure_image(DEFAULT_KERNEL)
-
-
-def run_recorded(name: str, job: str, **kw: Any) -> JobResult:
-    """Run a job (Python source, dedented) in a fresh VM; append its figures to the results."""
-    result = run_job(textwrap.dedent(job), **kw)
-    if RESULTS is not None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        record = {
-            "test": name,
-            "rc": result.rc,
-            "wall": round(result.wall, 1),
-            "boot": result.boot and round(result.boot, 1),
-            "kernel": result.kernel,
-            "result": result.result(),
-        }
-        with (RESULTS / "results.jsonl").open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
-    return result
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import run_recorded
+
+from vmjobs import run_recorded
 
 JOB = """
 import time

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import run_recorded
+
+from vmjobs import run_recorded
 
 JOB = r"""
 import json, shutil, subprocess, time

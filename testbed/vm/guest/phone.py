@@ -15,6 +15,7 @@ off, the link is lost, it vanishes) is done to this process or to hci1 by the
 job.  Every line it logs carries a monotonic time, for the drop timings.
 """
 
+# ruff: noqa: N802 - Profile1 and Agent1 methods carry their D-Bus names
 import argparse
 import asyncio
 import contextlib
@@ -25,12 +26,17 @@ from typing import Any
 
 from dbus_fast import BusType, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import (
+    DBusDict,
+    DBusObjectPath,
+    DBusStr,
+    DBusUInt16,
+    DBusUInt32,
+    DBusUnixFd,
+)
 from dbus_fast.service import ServiceInterface, method
 
-try:
-    from testbed.hfp import HfpAudioGateway, SlcEstablished  # type: ignore[import-not-found]
-except ImportError:  # before the bench moved out of btgw/
-    from btgw.sim.hfp import HfpAudioGateway, SlcEstablished
+from testbed.hfp import HfpAudioGateway, SlcEstablished
 
 HFP_AG_UUID = "0000111f-0000-1000-8000-00805f9b34fb"
 PROFILE_PATH = "/btgw/vm/phone"
@@ -77,11 +83,11 @@ class Profile(ServiceInterface):
         self.tasks: set[asyncio.Task[None]] = set()
 
     @method()
-    def Release(self) -> None:  # noqa: N802 - D-Bus method name
+    def Release(self) -> None:
         log("Profile1.Release")
 
     @method()
-    def NewConnection(self, device: "o", fd: "h", properties: "a{sv}") -> None:  # type: ignore[valid-type]  # noqa: F722, F821, N802
+    def NewConnection(self, device: DBusObjectPath, fd: DBusUnixFd, properties: DBusDict) -> None:
         log("Profile1.NewConnection", device)
         sock = socket.socket(fileno=fd)
         task = asyncio.get_running_loop().create_task(serve(sock, str(device)))
@@ -89,7 +95,7 @@ class Profile(ServiceInterface):
         task.add_done_callback(self.tasks.discard)
 
     @method()
-    def RequestDisconnection(self, device: "o") -> None:  # type: ignore[valid-type]  # noqa: F821, N802
+    def RequestDisconnection(self, device: DBusObjectPath) -> None:
         log("Profile1.RequestDisconnection", device)
 
 
@@ -107,39 +113,41 @@ class Agent(ServiceInterface):
         super().__init__("org.bluez.Agent1")
 
     @method()
-    def Release(self) -> None:  # noqa: N802
+    def Release(self) -> None:
         log("Agent1.Release")
 
     @method()
-    def RequestConfirmation(self, device: "o", passkey: "u") -> None:  # type: ignore[valid-type]  # noqa: F821, N802
+    def RequestConfirmation(self, device: DBusObjectPath, passkey: DBusUInt32) -> None:
         log(f"Agent1.RequestConfirmation {device} passkey {passkey:06d} -> yes")
 
     @method()
-    def RequestAuthorization(self, device: "o") -> None:  # type: ignore[valid-type]  # noqa: F821, N802
+    def RequestAuthorization(self, device: DBusObjectPath) -> None:
         log("Agent1.RequestAuthorization", device, "-> yes")
 
     @method()
-    def AuthorizeService(self, device: "o", uuid: "s") -> None:  # type: ignore[valid-type]  # noqa: F821, N802
+    def AuthorizeService(self, device: DBusObjectPath, uuid: DBusStr) -> None:
         log("Agent1.AuthorizeService", device, uuid, "-> yes")
 
     @method()
-    def RequestPinCode(self, device: "o") -> "s":  # type: ignore[valid-type]  # noqa: F821, N802
+    def RequestPinCode(self, device: DBusObjectPath) -> DBusStr:
         return "0000"
 
     @method()
-    def RequestPasskey(self, device: "o") -> "u":  # type: ignore[valid-type]  # noqa: F821, N802
+    def RequestPasskey(self, device: DBusObjectPath) -> DBusUInt32:
         return 0
 
     @method()
-    def DisplayPasskey(self, device: "o", passkey: "u", entered: "q") -> None:  # type: ignore[valid-type]  # noqa: F821, N802
+    def DisplayPasskey(
+        self, device: DBusObjectPath, passkey: DBusUInt32, entered: DBusUInt16
+    ) -> None:
         log("Agent1.DisplayPasskey", device, passkey)
 
     @method()
-    def DisplayPinCode(self, device: "o", pincode: "s") -> None:  # type: ignore[valid-type]  # noqa: F821, N802
+    def DisplayPinCode(self, device: DBusObjectPath, pincode: DBusStr) -> None:
         log("Agent1.DisplayPinCode", device, pincode)
 
     @method()
-    def Cancel(self) -> None:  # noqa: N802
+    def Cancel(self) -> None:
         log("Agent1.Cancel")
 
 
@@ -184,10 +192,10 @@ async def main(argv: list[str]) -> None:
         "RequireAuthorization": Variant("b", False),
         "AutoConnect": Variant("b", False),
     }
-    await manager.call_register_profile(PROFILE_PATH, HFP_AG_UUID, options)  # type: ignore[attr-defined]
+    await manager.call_register_profile(PROFILE_PATH, HFP_AG_UUID, options)
     log("registered HFP AG with bluetoothd on channel", args.channel)
     with contextlib.suppress(asyncio.CancelledError):
-        await bus.wait_for_disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
     if keeper is not None:
         keeper.cancel()
 

@@ -1,14 +1,14 @@
 /*
  * btshim.c - a Bluetooth stack made of Unix sockets, for chan_mobile on a
  * machine without Bluetooth.  Loaded into the bench's Asterisk with
- * LD_PRELOAD; built by btgw/sim/shim.py (build_shim).
+ * LD_PRELOAD; built by testbed/shim.py (build_shim).
  *
  * README
  * ======
  * chan_mobile talks to the kernel's Bluetooth sockets and to libbluetooth.
  * This library interposes exactly the calls it makes (checked against
  * `nm -D chan_mobile.so` of Asterisk 22.10.1) and maps them onto Unix
- * sockets in one directory, where the phone simulator (btgw/sim/phone.py)
+ * sockets in one directory, where the phone simulator (testbed/phone.py)
  * listens.  Everything above the socket layer - libbluetooth's SDP client,
  * chan_mobile's AT parser, its threads and timeouts - stays real.
  *
@@ -37,7 +37,7 @@
  *   BTSHIM_LOG             optional file to append a line per shimmed call.
  *
  * Socket names in BTSHIM_DIR (MAC12 = address without colons, upper case;
- * the same scheme as btgw/sim/spec.py)
+ * the same scheme as testbed/spec.py)
  *   rf-<PHONE>-<ch>   stream socket: a phone's RFCOMM server channel <ch>.
  *                     connect(AF_BLUETOOTH RFCOMM, phone, ch) connects here.
  *   sdp-<PHONE>       seqpacket socket: the phone's SDP server (L2CAP PSM 1:

@@ -2,7 +2,7 @@
 provider that answers, each able to say what it really received.
 
 SIPp (Debian's ``sip-tester``) does the signalling from the scenarios in
-``btgw/sim/sipp/``; every process traces its SIP messages (``-trace_msg``) to
+``testbed/sipp/``; every process traces its SIP messages (``-trace_msg``) to
 a file that :class:`SippProcess` tails and parses, so a test asserts on the
 far side's view (Request-URI, From, P-Asserted-Identity, SDP) and a failed
 expectation names what did arrive.  Audio is Python's: each scenario puts
@@ -10,7 +10,7 @@ expectation names what did arrive.  Audio is Python's: each scenario puts
 PCMU tone to the address Asterisk's SDP names and counts what comes back.
 
 Processes are started and stopped by PID; ports come from the caller (the
-bench reserves them with :func:`btgw.sim.asterisk.reserve_port_block`).
+bench reserves them with :func:`testbed.asterisk.reserve_port_block`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Contract with the shim, shared with the phone simulator:
 
 * environment: :data:`ENV_DIR`, :data:`ENV_ADAPTERS`, :data:`ENV_VOICE_SETTING`
   and the optional knobs, built by :func:`shim_env`;
-* socket names: :mod:`btgw.sim.spec` (``rf-``, ``sco-``, ``sdp-``) plus the
+* socket names: :mod:`testbed.spec` (``rf-``, ``sco-``, ``sdp-``) plus the
   ``dev-<MAC12>`` info file (:func:`dev_info_path`);
 * peer names: the shim binds its client sockets to
   ``\\0btshim-adapter-<MAC12>-...`` (:func:`adapter_from_peer` reads it back);
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from btgw.errors import BtgwError
-from btgw.sim.asterisk import AsteriskInstance
-from btgw.sim.spec import AdapterSpec, mac_key
+from testbed.asterisk import AsteriskInstance
+from testbed.spec import AdapterSpec, mac_key
 
 SHIM_SOURCE = Path(__file__).with_name("shim") / "btshim.c"
 CFLAGS: tuple[str, ...] = ("-shared", "-fPIC", "-O2", "-Wall", "-Werror")

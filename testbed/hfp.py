@@ -4,7 +4,7 @@ A sans-I/O state machine: feed it the bytes chan_mobile wrote on RFCOMM
 (:meth:`HfpAudioGateway.receive`), call the far-end methods when the network
 does something (``incoming_call``, ``far_end_answer``...), and drain what it
 wants sent (:meth:`data_to_send`) and what happened (:meth:`events`).  No
-clock, no sockets: :mod:`btgw.sim.phone` supplies both.
+clock, no sockets: :mod:`testbed.phone` supplies both.
 
 What chan_mobile (``addons/chan_mobile.c``, Asterisk 22) relies on:
 

@@ -30,26 +30,26 @@ from btgw.asterisk.ami import AmiConnection, AmiError, AmiFactory, AmiMessage, c
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
 from btgw.config import GatewayConfig, parse_config
+from btgw.contracts import astdb
 from btgw.errors import BtgwError
 from btgw.render import Sources
-from btgw.render.dialplan import ROUTE_DB_FAMILY, route_key
 from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
-from btgw.sim.asterisk import (
+from btgw.state import State, assign_adapters
+from testbed.asterisk import (
     AsteriskInstance,
     PortBlock,
     cache_dir,
     ensure_root,
     reserve_port_block,
 )
-from btgw.sim.bluez import BlueZSim, RemoteDevice
-from btgw.sim.bluez import World as Air
-from btgw.sim.dbus import PrivateBus
-from btgw.sim.hfp import CallState, DialOutcome
-from btgw.sim.phone import PhoneBehaviour, PhoneState, SimPhone
-from btgw.sim.shim import build_shim, shimmed_asterisk
-from btgw.sim.sipp import Answerer, SipEndpoint, SipPhone
-from btgw.sim.spec import AdapterSpec, PhoneSpec
-from btgw.state import State, assign_adapters
+from testbed.bluez import BlueZSim, RemoteDevice
+from testbed.bluez import World as Air
+from testbed.dbus import PrivateBus
+from testbed.hfp import CallState, DialOutcome
+from testbed.phone import PhoneBehaviour, PhoneState, SimPhone
+from testbed.shim import build_shim, shimmed_asterisk
+from testbed.sipp import Answerer, SipEndpoint, SipPhone
+from testbed.spec import AdapterSpec, PhoneSpec
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class WorldOptions:
     """Ways to build a deliberately broken or reduced world."""
 
     config_port: int | None = None  # RFCOMM channel written to btgw.toml (None: the right one)
-    sip: bool = True  # SIPp phones and trunk (``btgw sim`` without SIPp installed: False)
+    sip: bool = True  # SIPp phones and trunk (False when SIPp is not installed)
     bluez: bool = True  # the BlueZ simulator on a private bus
     interval: int = 5  # chan_mobile's reconnect interval
     # PJSIP's T1 in ms (None: Asterisk's 500).  Timer B, how long an INVITE to
@@ -100,7 +100,7 @@ def world_config(
     word = word or secrets.token_hex(8)
     port = PHONE.hfp_ag_channel if config_port is None else config_port
     return (
-        "# btgw.toml of the simulated world (written by `btgw sim`)\n"
+        "# btgw.toml of the simulated world (written by the testbed)\n"
         + pbx.btgw_toml(ami_secret)
         + f"""
 [bluetooth]
@@ -318,7 +318,7 @@ class World:
         base = self.base
         sock_dir = base / "bt"
         sock_dir.mkdir(parents=True, exist_ok=True)
-        self._say(f"btgw sim: simulated world in {base}")
+        self._say(f"world: simulated world in {base}")
         root_job = asyncio.to_thread(ensure_root)
         shim_job = asyncio.to_thread(build_shim, cache_dir())
         root, shim = await asyncio.gather(root_job, shim_job)
@@ -364,7 +364,7 @@ class World:
         # In a thread: the phone must answer chan_mobile while Asterisk boots.
         await asyncio.to_thread(pbx.start)
         self._say(
-            f"btgw sim: Asterisk {pbx.pid} up, AMI 127.0.0.1:{pbx.ami_port}, "
+            f"world: Asterisk {pbx.pid} up, AMI 127.0.0.1:{pbx.ami_port}, "
             f"SIP 127.0.0.1:{pbx.sip_port}"
         )
         self._ami = await AmiConnection.open(
@@ -376,7 +376,7 @@ class World:
         result = await applier.apply()
         self.apply_result = result
         self._say(
-            f"btgw sim: applied {len(result.written)} file(s), reloaded "
+            f"world: applied {len(result.written)} file(s), reloaded "
             f"{', '.join(m.value for m in result.reloaded) or 'nothing'}"
         )
         if self._pepe is not None and self._maria is not None:
@@ -384,7 +384,7 @@ class World:
                 self._pepe.register(pbx.sip_host, pbx.sip_port),
                 self._maria.register(pbx.sip_host, pbx.sip_port),
             )
-            self._say("btgw sim: SIP phones pepe (201) and maria (202) registered")
+            self._say("world: SIP phones pepe (201) and maria (202) registered")
         self.startup_seconds = time.monotonic() - started
 
     async def _start_phone(self, sock_dir: Path) -> None:
@@ -406,7 +406,7 @@ class World:
         stack.push_async_callback(sim.stop)
         self._phone = WorldPhone(sim, air.phone(PHONE.mac) if self.options.bluez else None)
         self._say(
-            f"btgw sim: phone mimovil ({PHONE.mac}) serving RFCOMM channel {PHONE.hfp_ag_channel}"
+            f"world: phone mimovil ({PHONE.mac}) serving RFCOMM channel {PHONE.hfp_ag_channel}"
         )
 
     async def _start_sip(self, config: GatewayConfig, base: int, trunk_port: int) -> None:
@@ -686,12 +686,12 @@ async def daemon_process(world: World, status_file: Path, out: TextIO) -> AsyncI
     state = world.base / "state.json"
     async with btgw_run_process(world.config_path, state, status_file, log_path, extra) as proc:
         print(
-            f"btgw sim: btgw run started (pid {proc.pid}), its log: {log_path}",
+            f"world: btgw run started (pid {proc.pid}), its log: {log_path}",
             file=out,
             flush=True,
         )
         yield
-    print(f"btgw sim: btgw run stopped (exit {proc.returncode})", file=out, flush=True)
+    print(f"world: btgw run stopped (exit {proc.returncode})", file=out, flush=True)
 
 
 def preinstall(pbx: AsteriskInstance, config: GatewayConfig, sources: Sources) -> None:
@@ -707,13 +707,13 @@ def preinstall(pbx: AsteriskInstance, config: GatewayConfig, sources: Sources) -
 
 async def read_route(ami: AmiConnection, key: str) -> str | None:
     """The route state btgw published at AstDB ``btgw/<key>`` (None: unset)."""
-    reply = await ami.action("DBGet", {"Family": ROUTE_DB_FAMILY, "Key": key}, check=False)
+    reply = await ami.action("DBGet", {"Family": astdb.FAMILY, "Key": key}, check=False)
     values = [e.get("Val") for e in reply.events if e.event == "DBGetResponse"]
     return values[0] if values else None
 
 
 async def _route(world: World) -> str:
-    return await read_route(world.ami, route_key(1)) or "unset"
+    return await read_route(world.ami, astdb.route_key(1)) or "unset"
 
 
 async def wait_route(world: World, want: str, timeout: float) -> float:

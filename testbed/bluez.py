@@ -26,7 +26,7 @@ the SDP cache ``<ADAPTER>/cache/<PHONE>`` with the phone's HFP AG record in
 
 Run standalone for the README's simulated world::
 
-    python -m btgw.sim.bluez --adapter 00:1A:7D:DA:71:10 --phone 5C:F3:70:11:22:33:Pixel
+    python -m testbed.bluez --adapter 00:1A:7D:DA:71:10 --phone 5C:F3:70:11:22:33:Pixel
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ from btgw.bluez.defs import (
     FailedReason,
     adapter_path,
     device_path,
-    normalise_mac,
 )
-from btgw.sim.spec import AdapterSpec, PhoneSpec
+from btgw.contracts.bluetooth import normalise_mac
+from testbed.spec import AdapterSpec, PhoneSpec
 
 __all__ = [
     "BlueZSim",
@@ -192,7 +192,7 @@ def hsp_ag_record(channel: int, handle: int = 0x00010002) -> bytes:
 def _hfp_record_builder() -> Callable[[int], bytes]:
     """The phone simulator's record encoder when it has one (same bytes over SDP
     and in the cache), else ours."""
-    for name in ("btgw.sim.sdp_server", "btgw.sim.phone"):
+    for name in ("testbed.sdp_server", "testbed.phone"):
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -1785,9 +1785,9 @@ async def _read_commands(sim: BlueZSim, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m btgw.sim.bluez``: serve a simulated BlueZ until SIGINT/SIGTERM."""
+    """``python -m testbed.bluez``: serve a simulated BlueZ until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m btgw.sim.bluez",
+        prog="python -m testbed.bluez",
         description="Simulated BlueZ (org.bluez) on a private D-Bus.",
         epilog=_COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1811,7 +1811,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bus:
         asyncio.run(_serve(args, args.bus))
         return 0
-    from btgw.sim.dbus import PrivateBus  # noqa: PLC0415 - only the standalone mode needs it
+    from testbed.dbus import PrivateBus  # noqa: PLC0415 - only the standalone mode needs it
 
     with PrivateBus() as bus:
         print(f"DBUS_SYSTEM_BUS_ADDRESS={bus.address}", flush=True)

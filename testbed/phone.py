@@ -3,9 +3,9 @@
 :class:`SimPhone` serves, in ``sock_dir`` (the shim's ``BTSHIM_DIR`` seen from
 the host):
 
-* ``rf-<MAC12>-<channel>``: the HFP Audio Gateway (:mod:`btgw.sim.hfp`);
+* ``rf-<MAC12>-<channel>``: the HFP Audio Gateway (:mod:`testbed.hfp`);
 * ``sdp-<MAC12>``: an SDP server with the phone's records
-  (:mod:`btgw.sim.sdp_server`); its presence means "in range";
+  (:mod:`testbed.sdp_server`); its presence means "in range";
 * ``dev-<MAC12>``: name and class of device for inquiries.
 
 For a call the phone connects to the adapter's SCO socket (``sco-<ADAPTER>``;
@@ -16,7 +16,7 @@ counting the frames Asterisk sends back.
 
 Drive it from Python (``ring``, ``send_sms``, ``far_end_answer``,
 ``out_of_range``... and the ``wait_*`` helpers), or from another process over
-a JSON-lines control socket: ``python -m btgw.sim.phone --mac ... --sock-dir
+a JSON-lines control socket: ``python -m testbed.phone --mac ... --sock-dir
 ... --control PATH`` (see :class:`ControlServer` for the protocol and
 :class:`PhoneControlClient` for a client).
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from btgw.errors import BtgwError
-from btgw.sim.hfp import (
+from testbed.hfp import (
     AgSettings,
     CallState,
     CallStateChanged,
@@ -57,9 +57,9 @@ from btgw.sim.hfp import (
     SmsSent,
     StoredSms,
 )
-from btgw.sim.sdp_server import SdpServer, phone_records, serve_sdp
-from btgw.sim.shim import adapter_from_peer, dev_info_path, phone_peer_name
-from btgw.sim.spec import PhoneSpec, rfcomm_path, sco_path, sdp_path
+from testbed.sdp_server import SdpServer, phone_records, serve_sdp
+from testbed.shim import adapter_from_peer, dev_info_path, phone_peer_name
+from testbed.spec import PhoneSpec, rfcomm_path, sco_path, sdp_path
 
 log = logging.getLogger(__name__)
 
@@ -1098,7 +1098,7 @@ class PhoneControlClient:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m btgw.sim.phone", description="Run one simulated phone."
+        prog="python -m testbed.phone", description="Run one simulated phone."
     )
     parser.add_argument("--mac", required=True, help="Bluetooth address, 00:11:22:33:44:55")
     parser.add_argument("--sock-dir", required=True, type=Path, help="the shim's socket dir")
