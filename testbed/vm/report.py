@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 _TIMINGS = (
-    ("first_up_s", "btgw run started → phone's route up (chan_mobile declined at boot)"),
+    ("first_up_s", "btgw started → phone's route up"),
     ("down_s", "leaving → route down"),
     ("up_s", "coming back → route up"),
 )
@@ -54,7 +54,8 @@ def render(records: list[dict[str, Any]]) -> str:
         for key, value in sorted(res.get("timings", {}).items()):
             out.append(f"| {r['test']}: {key} | {value} |")
         if "first_up_s" in res:
-            out.append(f"| {_TIMINGS[0][1]} | {res['first_up_s']} |")
+            start = "READY (systemctl start returned)" if "unit" in res else "btgw run started"
+            out.append(f"| {r['test']}: {start} → phone's route up | {res['first_up_s']} |")
         for key, value in sorted(res.items()):
             if key.startswith("drop_") and isinstance(value, dict):
                 way = key.removeprefix("drop_").replace("_", " ")
