@@ -89,7 +89,7 @@ class Recording:
     async def publish(self, key: str, value: str) -> None:
         await self.live.publish(key, value)
 
-    async def prepare_adapter(self, address: str, hci: str) -> None:
+    async def prepare_adapter(self, address: str, hci: str) -> bool:
         raise AssertionError("no BlueZ on this bench")
 
     async def trust_phone(self, address: str, unblock: bool) -> None:

@@ -44,15 +44,17 @@ class Fake:
     def __init__(self, client: Callable[[], BlueZClient | None]) -> None:
         self.client = client
         self.log: list[tuple[str, str]] = []
+        self.voice_was_reset = False  # what prepare_adapter reports: setting written
 
     async def publish(self, key: str, value: str) -> None:
         self.log.append(("publish", f"{key}={value}"))
 
-    async def prepare_adapter(self, address: str, hci: str) -> None:
+    async def prepare_adapter(self, address: str, hci: str) -> bool:
         client = self.client()
         assert client is not None
         await client.set_powered(address, True)
         self.log.append(("prepare", address))
+        return self.voice_was_reset
 
     async def trust_phone(self, address: str, unblock: bool) -> None:
         self.log.append(("trust", address))
@@ -113,6 +115,18 @@ async def daemon(
     finally:
         supervisor.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_chan_mobile_that_is_not_running_is_loaded_once_after_a_voice_fix(daemon) -> None:
+    # The bench Asterisk here has no chan_mobile, as when chan_mobile declined the
+    # adapter at boot (voice setting not yet 0x0060): once btgw has written the
+    # setting it must load chan_mobile again, once, not on every decision.
+    _, fake, _ = daemon
+    fake.voice_was_reset = True
+    await until(lambda: ("prepare", ADAPTER) in fake.log, "the first prepare")
+    await until(lambda: ("rebind", "") in fake.log, "the rebind after the voice fix")
+    await asyncio.sleep(1.5)  # three heartbeats: no second rebind while nothing changes
+    assert fake.log.count(("rebind", "")) == 1
 
 
 async def test_adapter_prepared_then_again_after_replug_with_a_rebind(daemon) -> None:
@@ -257,11 +271,11 @@ async def test_failed_preparation_is_retried_later_not_in_a_loop(
     supervisor: Supervisor | None = None
 
     class Failing(Fake):
-        async def prepare_adapter(self, address: str, hci: str) -> None:
+        async def prepare_adapter(self, address: str, hci: str) -> bool:
             self.log.append(("try", address))
             if self.log.count(("try", address)) == 1:
                 raise BluetoothError("hci0 is busy", "wait")
-            await super().prepare_adapter(address, hci)
+            return await super().prepare_adapter(address, hci)
 
     async def connect_bluez() -> BlueZClient:
         client = BlueZClient(bus_address=private_bus.address)

@@ -80,9 +80,14 @@ _MAX_EVENT: Final = 1 + 2 + 255
 
 # struct hci_ufilter { u32 type_mask; u32 event_mask[2]; le16 opcode; }
 # (include/net/bluetooth/hci_sock.h); setsockopt(SOL_HCI, HCI_FILTER).
+# The C struct is 16 bytes: the compiler pads it to the u32 alignment after
+# the u16 opcode.  Current kernels copy sizeof(struct hci_ufilter) and refuse a
+# shorter option with EINVAL (bt_copy_from_sockptr), so the two padding bytes
+# ("2x") are required; a 14-byte filter made every preparation fail on a real
+# kernel (found by the real-stack tier, tests/realstack/test_adapter_prep.py).
 SOL_HCI: Final[int] = getattr(socket, "SOL_HCI", 0)
 HCI_FILTER: Final[int] = getattr(socket, "HCI_FILTER", 2)
-_FILTER = struct.Struct("<IIIH")
+_FILTER = struct.Struct("<IIIH2x")
 
 # Status codes (Core Vol 1, Part F, 1.3), the ones a host-controller command can
 # plausibly return.  Anything else is reported by number.

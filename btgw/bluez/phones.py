@@ -1,12 +1,15 @@
 """Which remote Bluetooth devices are phones btgw can use (pure functions).
 
-A phone is recognised by its class of device (major device class 0x02,
-"Phone", bits 8-12 of the 24-bit CoD; Bluetooth Assigned Numbers, "Class of
-Device") or by the icon BlueZ derives from it (``phone``).  It is *usable* by
-chan_mobile when it also offers the Hands-Free Audio Gateway service (UUID
-0x111F).  Before service discovery BlueZ may know no UUIDs at all (the phone's
-inquiry response need not list them), so "offers HFP AG" has a third answer:
-unknown.
+The service decides: a device is *usable* by chan_mobile when it offers the
+Hands-Free Audio Gateway service (UUID 0x111F), whatever its class.  Tablets,
+hotspots and car modules with a SIM offer that service under other classes of
+device; refusing them by class was wrong (the real-stack tier found it:
+tests/realstack/test_scan_pair.py).  The class of device (major class 0x02,
+"Phone", bits 8-12 of the 24-bit CoD; Bluetooth Assigned Numbers) or BlueZ's
+``phone`` icon is only a hint: it sorts and labels scan results, and it makes a
+device worth listing while its services are still unknown (before service
+discovery BlueZ may know no UUIDs at all, so "offers HFP AG" has a third
+answer: unknown).
 """
 
 from __future__ import annotations
@@ -72,13 +75,13 @@ class PhoneRecognition:
 
     @property
     def usable(self) -> bool:
-        """A phone that offers HFP AG (known, not merely possible)."""
-        return self.is_phone and self.hfp_ag is True
+        """Offers HFP AG (known, not merely possible); the class does not matter."""
+        return self.hfp_ag is True
 
     @property
     def candidate(self) -> bool:
-        """Worth listing in a scan: a phone not known to lack HFP AG."""
-        return self.is_phone and self.hfp_ag is not False
+        """Worth listing in a scan: offers HFP AG, or a phone whose services are unknown."""
+        return self.hfp_ag is True or (self.hfp_ag is None and self.is_phone)
 
 
 def recognise_phone(
@@ -90,5 +93,7 @@ def recognise_phone(
     True
     >>> recognise_phone(0x02010C, "computer", []).candidate
     False
+    >>> recognise_phone(0x400000, None, [HFP_AG_UUID]).usable  # a tablet with a SIM
+    True
     """
     return PhoneRecognition(is_phone=is_phone(device_class, icon), hfp_ag=offers_hfp_ag(uuids))

@@ -83,7 +83,10 @@ class Effects(Protocol):
     """What the supervisor does to the world; tests inject their own."""
 
     async def publish(self, key: str, value: str) -> None: ...
-    async def prepare_adapter(self, address: str, hci: str) -> None: ...
+    async def prepare_adapter(self, address: str, hci: str) -> bool:
+        """Power and prepare; True when the voice setting had to be written."""
+        ...
+
     async def trust_phone(self, address: str, unblock: bool) -> None: ...
     async def recover(self, phone: str, step: Step, adapter: str | None) -> Outcome: ...
     async def rebind(self) -> None: ...
@@ -107,7 +110,7 @@ class LiveEffects:
     async def publish(self, key: str, value: str) -> None:
         await self._watcher.publish(key, value)
 
-    async def prepare_adapter(self, address: str, hci: str) -> None:
+    async def prepare_adapter(self, address: str, hci: str) -> bool:
         from btgw.bluez import hci as hcimod  # noqa: PLC0415 - needs AF_BLUETOOTH
 
         client = self._client()
@@ -115,8 +118,9 @@ class LiveEffects:
         if adapter is not None and not adapter.powered:
             await client.set_powered(address, True)
         index = hcimod.hci_index(hci)
-        await hcimod.async_ensure_voice_setting(index)
+        written = await hcimod.async_ensure_voice_setting(index)
         await hcimod.async_write_class_of_device(index)
+        return written
 
     async def trust_phone(self, address: str, unblock: bool) -> None:
         client = self._client()
@@ -204,6 +208,9 @@ class Supervisor:
         self._known_gone: set[str] = set()  # adapters seen, then gone
         self._prepare_failed: dict[str, float] = {}  # address -> when it last failed
         self.rebind_wanted = False
+        # A voice setting was written since chan_mobile last loaded: if chan_mobile
+        # is not running, it declined that adapter (see observe()).
+        self._voice_fixed_since_load = False
         self.ready = False
         self.health: ReportHealth | None = None
         self.last_decision: float | None = None
@@ -269,6 +276,21 @@ class Supervisor:
         now = self._clock()
         return {a for a, t in self._prepare_failed.items() if now - t < PREPARE_RETRY_S}
 
+    def _declined_adapter_fixed(self) -> bool:
+        """chan_mobile is not running and btgw has since fixed an adapter's voice setting.
+
+        chan_mobile checks the voice setting only when it loads and declines an
+        adapter whose setting is not 0x0060; with no adapter left it does not load
+        at all (docs/domain/chan_mobile.md).  So when Asterisk started before btgw prepared the
+        adapter (boot order, or the controller was reset), nothing brings it back
+        until it is loaded again: ask decide() for a rebind, which waits until no
+        call is up.  Found by tests/realstack/test_daemon.py.
+        """
+        w = self.watcher
+        if w.connected and w.mobile is not None:
+            self._voice_fixed_since_load = False  # chan_mobile is running: nothing declined
+        return self._voice_fixed_since_load and w.connected and w.mobile is None
+
     def observe(self) -> Observed:
         adapters, phones = self._observe_bluez()
         w = self.watcher
@@ -282,7 +304,7 @@ class Supervisor:
             published=dict(w.published),
             tracks=dict(self.tracks),
             prepared=frozenset(self.prepared | self._resting()),
-            rebind_wanted=self.rebind_wanted,
+            rebind_wanted=self.rebind_wanted or self._declined_adapter_fixed(),
             chan_mobile_interval=float(self.config.bluetooth.interval),
             bluez_expected=self._link is not None,
         )
@@ -310,7 +332,8 @@ class Supervisor:
             if isinstance(action, PublishRoute):
                 await self._publish(action)
             elif isinstance(action, PrepareAdapter):
-                await self.effects.prepare_adapter(action.address, action.hci)
+                if await self.effects.prepare_adapter(action.address, action.hci):
+                    self._voice_fixed_since_load = True
                 self.prepared.add(action.address.upper())
                 self._prepare_failed.pop(action.address.upper(), None)
                 log.info(
@@ -330,6 +353,8 @@ class Supervisor:
                 if action.phone not in deferred:
                     self.tracks[action.phone] = action.track
             elif isinstance(action, RebindChanMobile):
+                # once per fix: if chan_mobile declines again, the warning below says why
+                self._voice_fixed_since_load = False
                 await self.effects.rebind()
                 self.rebind_wanted = False
                 log.info("chan_mobile: rebound to the adapters present now")

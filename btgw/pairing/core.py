@@ -544,10 +544,16 @@ class Pairing:
         if name is None:
             name = await self._ask_name(device, taken_names)
         who = f"{name} ({device.address})"
-        if not device.phone.is_phone:
+        # The service decides, not the class (btgw/bluez/phones.py): refuse only a
+        # device known to lack the Hands-Free Audio Gateway, or one that is neither
+        # known to offer it nor says it is a phone.
+        if not device.phone.candidate:
             raise PairingError(
-                f"{device.address} ({label_name}) is not a phone",
-                "btgw pairs phones only; check the address (`btgw scan`)",
+                f"{device.address} ({label_name}) offers no hands-free gateway "
+                "(Bluetooth service 0x111F) that chan_mobile could use",
+                "btgw pairs phones and other devices with a SIM that offer hands-free "
+                "calling; check the address (`btgw scan`) and that the device's "
+                "Bluetooth calls (HFP) are on",
             )
         # Everything that can be checked before touching BlueZ: the new config.
         new_text = add_phone(

@@ -1,0 +1,274 @@
+"""Inside the VM: bring up the Bluetooth stack a job tests against, and tear it down.
+
+Runs as root in the guest (Debian 13, its own python3), imported by jobs from
+the worktree share.  :class:`Stack` starts what a job needs in dependency
+order and stops every process it started, by PID, when the job ends:
+
+* ``btvirt`` (BlueZ's controller emulator) through ``/dev/vhci``: hci0 is the
+  gateway's controller, hci1 the phone's;
+* a system ``dbus-daemon`` (bare init only; under systemd it is already there);
+* the real ``bluetoothd --compat`` (chan_mobile registers its SDP record
+  through the legacy ``/run/sdp`` socket that only ``--compat`` opens).
+
+The readers here (:func:`hci_info`, :func:`voice_setting`) use hciconfig or
+their own ioctl, never btgw's code: the oracle must not share what it checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUT = Path("/host/out")
+BLUETOOTHD = next(
+    (p for p in ("/usr/libexec/bluetooth/bluetoothd", "/usr/lib/bluetooth/bluetoothd")
+     if os.path.exists(p)),
+    "/usr/libexec/bluetooth/bluetoothd",
+)  # fmt: skip
+HCIGETDEVINFO = 0x800448D3  # _IOR('H', 211, int)
+_T0 = time.monotonic()
+
+
+def log(*parts: object) -> None:
+    """One line to the job log with guest uptime-relative seconds."""
+    print(f"[{time.monotonic() - _T0:7.2f}]", *parts, flush=True)
+
+
+def sh(cmd: str, *, check: bool = False, timeout: float = 60) -> str:
+    """Run a shell command; return stdout+stderr (logged)."""
+    proc = subprocess.run(  # noqa: S602 - guest-side test helper, commands are the job's own
+        cmd, shell=True, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    out = proc.stdout + proc.stderr
+    log(f"$ {cmd} -> {proc.returncode}", out.strip()[-2000:])
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({proc.returncode}): {out}")
+    return out
+
+
+def wait_for(pred: Callable[[], object], timeout: float, step: float = 0.1) -> bool:
+    """Poll ``pred`` until truthy or ``timeout`` s passed; exceptions count as false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if pred():
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+class Results:
+    """``/host/out/result.json``, rewritten on every change so a hung job still reports."""
+
+    def __init__(self, path: Path = OUT / "result.json") -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+        log("RESULT", key, "=", value)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def timing(self, key: str, start: float) -> float:
+        took = round(time.monotonic() - start, 3)
+        self.data.setdefault("timings", {})[key] = took
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+        log("TIMING", key, took)
+        return took
+
+
+@dataclass(frozen=True)
+class HciInfo:
+    dev_id: int
+    name: str
+    address: str
+    up: bool
+
+
+def hci_info(dev_id: int) -> HciInfo:
+    """HCIGETDEVINFO: name, address and up flag of one controller."""
+    sock = socket.socket(socket.AF_BLUETOOTH, socket.SOCK_RAW, socket.BTPROTO_HCI)
+    try:
+        buf = bytearray(struct.pack("<H", dev_id) + bytes(90))
+        fcntl.ioctl(sock.fileno(), HCIGETDEVINFO, buf)
+    finally:
+        sock.close()
+    name = bytes(buf[2:10]).split(b"\0")[0].decode()
+    address = ":".join(f"{b:02X}" for b in reversed(buf[10:16]))
+    (flags,) = struct.unpack_from("<I", buf, 16)
+    return HciInfo(dev_id, name, address, bool(flags & 1))
+
+
+def voice_setting(dev: str) -> int:
+    """The controller's voice setting as hciconfig reads it (Read_Voice_Setting)."""
+    out = subprocess.run(
+        ["hciconfig", dev, "voice"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    for line in out.splitlines():
+        if "Voice setting:" in line:
+            return int(line.split("Voice setting:")[1].split()[0], 16)
+    raise RuntimeError(f"no voice setting in {out!r}")
+
+
+def device_class(dev: str) -> int:
+    """The controller's class of device as hciconfig reads it (Read_Class_Of_Device)."""
+    out = subprocess.run(
+        ["hciconfig", dev, "class"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    for line in out.splitlines():
+        if line.strip().startswith("Class:"):
+            return int(line.split()[1], 16)
+    raise RuntimeError(f"no class in {out!r}")
+
+
+def busctl_set_powered(adapter: str, on: bool) -> None:
+    sh(
+        f"busctl --system set-property org.bluez /org/bluez/{adapter} "
+        f"org.bluez.Adapter1 Powered b {'true' if on else 'false'}",
+        check=True,
+    )
+
+
+def adapter_powered(adapter: str) -> bool:
+    out = subprocess.run(
+        ["busctl", "--system", "get-property", "org.bluez", f"/org/bluez/{adapter}",
+         "org.bluez.Adapter1", "Powered"],
+        capture_output=True, text=True, check=False, timeout=10,
+    ).stdout  # fmt: skip
+    return out.strip() == "b true"
+
+
+def systemd_is_init() -> bool:
+    return Path("/proc/1/comm").read_text().strip() == "systemd"
+
+
+@dataclass
+class Stack:
+    """The processes a job started; :meth:`close` stops them by PID, newest first."""
+
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    hci0: str = ""
+    hci1: str = ""
+
+    def spawn(self, name: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        logf = (OUT / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, **kw)
+        self.procs.append((name, proc))
+        log(f"started {name} pid {proc.pid}: {' '.join(argv)}")
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
+        for pname, proc in list(self.procs):
+            if pname == name and proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(wait)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if pname == name:
+                self.procs.remove((pname, proc))
+
+    def close(self) -> None:
+        for name, _ in reversed(list(self.procs)):
+            self.stop(name, wait=3.0)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- controllers ----------------------------------------------------------
+    def start_controllers(self, count: int = 2) -> None:
+        """``btvirt`` with ``count`` BR/EDR+LE controllers; waits for hci0..hciN-1."""
+        sh("modprobe hci_vhci; modprobe rfcomm; modprobe sco 2>/dev/null; true")
+        start = time.monotonic()
+        self.spawn("btvirt", ["btvirt", f"-l{count}"])
+        devs = [Path(f"/sys/class/bluetooth/hci{i}") for i in range(count)]
+        if not wait_for(lambda: all(d.exists() for d in devs), 20):
+            raise RuntimeError("btvirt: controllers did not appear")
+        # the kernel learns a controller's address when it first brings it up
+        for i in range(count):
+            sh(f"hciconfig hci{i} up")
+        self.hci0 = hci_info(0).address
+        if count > 1:
+            self.hci1 = hci_info(1).address
+        log(f"controllers up in {time.monotonic() - start:.2f}s: hci0={self.hci0} hci1={self.hci1}")
+
+    # --- D-Bus and bluetoothd ----------------------------------------------------
+    def start_dbus(self) -> None:
+        if systemd_is_init():
+            return  # dbus.service (socket-activated) is already the system bus
+        Path("/run/dbus").mkdir(parents=True, exist_ok=True)
+        self.spawn("dbus", ["dbus-daemon", "--system", "--nofork", "--nopidfile"])
+        if not wait_for(lambda: Path("/run/dbus/system_bus_socket").exists(), 10):
+            raise RuntimeError("dbus-daemon did not come up")
+
+    def start_bluetoothd(self, *, compat: bool = True, adapters: int = 2) -> None:
+        """Start bluetoothd (``--compat`` for chan_mobile's SDP) and wait for the adapters."""
+        self.start_dbus()
+        Path("/var/lib/bluetooth").mkdir(parents=True, exist_ok=True)
+        argv = [BLUETOOTHD, "-n"] + (["--compat"] if compat else [])
+        self.spawn("bluetoothd", argv)
+        self.wait_adapters(adapters)
+
+    def restart_bluetoothd(self, *, compat: bool = True, adapters: int = 2) -> None:
+        self.stop("bluetoothd")
+        argv = [BLUETOOTHD, "-n"] + (["--compat"] if compat else [])
+        self.spawn("bluetoothd", argv)
+        self.wait_adapters(adapters)
+
+    def wait_adapters(self, count: int) -> None:
+        def present() -> bool:
+            out = subprocess.run(
+                ["busctl", "--system", "tree", "--list", "org.bluez"],
+                capture_output=True, text=True, check=False, timeout=10,
+            ).stdout  # fmt: skip
+            return all(f"/org/bluez/hci{i}" in out.split() for i in range(count))
+
+        if not wait_for(present, 30, 0.2):
+            raise RuntimeError("bluetoothd: adapters not on D-Bus within 30 s")
+
+
+def write_file(path: str | Path, text: str, mode: int = 0o644) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    p.chmod(mode)
+    return p
+
+
+@contextlib.contextmanager
+def job() -> Iterator[tuple[Stack, Results]]:
+    """A job's frame: results file, a stack torn down at the end, versions recorded."""
+    res = Results()
+    res["kernel"] = os.uname().release
+    res["bluez"] = _dpkg_version("bluez")
+    with Stack() as stack:
+        yield stack, res
+    if shutil.which("dmesg"):
+        dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+        (OUT / "dmesg.txt").write_text(dmesg)
+
+
+def _dpkg_version(pkg: str) -> str:
+    return subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True, check=False
+    ).stdout
