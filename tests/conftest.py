@@ -9,58 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiers import TierError, tier_of
 
 from btgw.errors import BtgwError
 from testbed.asterisk import AsteriskInstance, ensure_root
 from testbed.dbus import PrivateBus
 
 # --------------------------------------------------------------------------
-# Tiers: every test carries one of these markers (pyproject lists them).
-#   pure      in-process only: no child process (tmp files are fine)
-#   host      runs host programs (gcc, pip, unshare, systemd-analyze...) but
-#             neither a dbus-daemon nor Asterisk
-#   dbus      a private dbus-daemon (the BlueZ simulator lives on it)
-#   asterisk  the bench's real Asterisk root (and usually dbus too)
-# ``./test -m "not asterisk"`` is the fast loop; ``./test`` runs every tier.
-# A test gets its tier from the fixtures it uses, else from an explicit mark
-# (its own, its module's, or HOST_MODULES below), else it is pure.  Each tier
-# is enforced while the test (and the fixtures it sets up) runs: Asterisk
-# starts only under ``asterisk``, a dbus-daemon only under ``dbus`` or
-# ``asterisk``, and a pure test cannot start a process at all, so a test in
-# the wrong tier fails at once instead of slipping into the fast loop.
+# Tiers (tests/tiers.py says which and why), set at collection and enforced
+# while each test runs.
 # --------------------------------------------------------------------------
-
-TIERS = ("pure", "host", "dbus", "asterisk", "realstack")
-REALSTACK_DIR = Path(__file__).parent / "realstack"
-ASTERISK_FIXTURES = frozenset(
-    {"asterisk_root", "asterisk_factory", "asterisk", "bench_world", "world"}
-)
-DBUS_FIXTURES = frozenset({"private_bus", "bluez_sim", "bluez_client", "pairing_agent"})
-# Modules whose every test runs host programs (the shim's C, a wheel build);
-# single tests elsewhere carry @pytest.mark.host.
-HOST_MODULES = frozenset({"test_packaging", "test_sim_shim"})
-
-
-class TierError(Exception):
-    """A test did something its tier does not allow."""
-
-
-def tier_of(item: pytest.Item) -> str:
-    """The test's tier: the highest its marks and fixtures give it."""
-    names = set(getattr(item, "fixturenames", ()))
-    marks = {m.name for m in item.iter_markers()}
-    # The VM tier boots QEMU (and may build the bench's Asterisk root to share
-    # into it): it runs what it likes, all of it inside a job it bounds.
-    if "realstack" in marks or Path(str(item.path)).is_relative_to(REALSTACK_DIR):
-        return "realstack"
-    if "asterisk" in marks or names & ASTERISK_FIXTURES:
-        return "asterisk"
-    if "dbus" in marks or names & DBUS_FIXTURES:
-        return "dbus"
-    module = getattr(item, "module", None)
-    if "host" in marks or (module is not None and module.__name__ in HOST_MODULES):
-        return "host"
-    return "pure"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import ASTERISK_FIXTURES, DBUS_FIXTURES, TIERS, TierError, tier_of
+from tiers import ASTERISK_FIXTURES, DBUS_FIXTURES, TIERS, TierError, tier_of
 
 from testbed.asterisk import AsteriskInstance
 from testbed.dbus import PrivateBus
