@@ -9,9 +9,11 @@ alternation, ``? * +`` and ``{n}``/``{n,m}``) into a tree and prints it again;
 anything else (``.``, anchors, backreferences, lookarounds, lazy quantifiers,
 other escapes) raises :class:`UntranslatableError` instead of being guessed at.
 
-Only membership is preserved: the patterns are used anchored (``^(...)$``),
-where POSIX's leftmost-longest and Python's leftmost-first matching accept the
-same strings.  Captures become plain groups; nothing reads them.
+``\\d`` is read as ASCII 0-9 (Python's also takes other scripts' digits;
+libphonenumber converts those before matching, and the dialplan filters dialled
+numbers to 0-9 and + first).  Only membership is preserved: the patterns are
+used anchored (``^(...)$``), where POSIX's leftmost-longest and Python's
+leftmost-first matching accept the same strings.  Captures become plain groups; nothing reads them.
 
 The output holds only ``0-9 [ ] ( ) | ? * + { } , -``: no backslash (pbx_config
 eats one level of them), no quote (REGEX splits its argument on ``"``), no
