@@ -45,6 +45,7 @@ from btgw.daemon.events import Event, fields
 from btgw.daemon.reconcile import next_delay
 from btgw.render.dialplan import ROUTE_DB_FAMILY
 from btgw.render.files import Module
+from btgw.render.numbers import NUMBER_REJECTED_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +413,23 @@ class AmiWatcher:
             self._coalesced("ami-trunks", self.refresh_trunks)
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
             self._coalesced("ami-calls", self.refresh_calls)
+        elif name == "UserEvent" and message.get("UserEvent") == NUMBER_REJECTED_EVENT:
+            self._number_rejected(message)
+
+    @staticmethod
+    def _number_rejected(message: AmiMessage) -> None:
+        # Raised by the generated dialplan (render/numbers.py); only digits
+        # and + reach it from ${EXTEN}, trunk and rule names are btgw's own.
+        trunk, rule, number = (message.get(h) for h in ("Trunk", "Rule", "Number"))
+        log.warning(
+            "trunk %s: call to %s not sent (rule: %s)",
+            trunk,
+            number,
+            rule,
+            extra=fields(
+                Event.NUMBER_REJECTED, BTGW_TRUNK=trunk, BTGW_RULE=rule, BTGW_NUMBER=number
+            ),
+        )
 
     def _mobile_status(self, device: str, status: str) -> None:
         if status == "Disconnect" and self.mobile is not None:
