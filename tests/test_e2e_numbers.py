@@ -9,17 +9,22 @@ every generated pattern.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import random
 import re
+import time
+from pathlib import Path
 
 import phonenumbers
 import pytest
 
 from btgw.numbers.plan import TYPE_FIELDS, country_plan
+from btgw.render.dialplan import ROUTE_DB_FAMILY, route_key
 from btgw.render.numbers import NUMBER_REJECTED_EVENT
 from testbed.hfp import CallState
 from testbed.sipp import SipMessage, SippError
-from testbed.world import TRUNK_CALLER_ID, World
+from testbed.world import TRUNK_CALLER_ID, World, daemon_process, wait_route
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]
 
@@ -168,3 +173,28 @@ async def test_asterisk_reads_every_generated_pattern_as_python_does(
                 assert reply.response.get("Value") == want, (chunk, number)
                 checked += 1
     assert checked > 100
+
+
+async def test_the_daemon_journals_which_rule_kept_a_number_from_the_trunk(
+    world: World, tmp_path: Path
+) -> None:
+    """The real ``btgw run`` behind the generated manager.d event filters."""
+    await phone_away(world)
+    log = world.base / "btgw-run.log"
+    try:
+        async with daemon_process(world, tmp_path / "status.json", io.StringIO()):
+            # The daemon says the route is down once it has read chan_mobile.
+            await wait_route(world, "down", timeout=20)
+            call = await world.pepe.dial("9803123456", hold=0.3)
+            try:
+                deadline = time.monotonic() + 20
+                want = "trunk telnyx: call to 803123456 not sent (rule: premium) [NUMBER_REJECTED]"
+                while want not in log.read_text():
+                    assert time.monotonic() < deadline, log.read_text()[-2000:]
+                    await asyncio.sleep(0.05)
+                await call.wait_ended(timeout=20)
+            finally:
+                await call.close()
+    finally:
+        # The module's later tests expect no route state (the mobile tried first).
+        await world.ami.action("DBDel", {"Family": ROUTE_DB_FAMILY, "Key": route_key(1)})
