@@ -19,9 +19,9 @@ from pathlib import Path
 import phonenumbers
 import pytest
 
+from btgw.contracts import astdb
+from btgw.contracts.asterisk import UserEvent
 from btgw.numbers.plan import TYPE_FIELDS, country_plan
-from btgw.render.dialplan import ROUTE_DB_FAMILY, route_key
-from btgw.render.numbers import NUMBER_REJECTED_EVENT
 from testbed.hfp import CallState
 from testbed.sipp import SipMessage, SippError
 from testbed.world import TRUNK_CALLER_ID, World, daemon_process, wait_route
@@ -90,7 +90,7 @@ async def test_a_blocked_number_never_reaches_the_trunk(
     mark, events = world.trunk.mark(), world.mark()
     call = await world.pepe.dial(dialled, hold=0.3)
     try:
-        event = await world.wait_user_event(NUMBER_REJECTED_EVENT, since=events)
+        event = await world.wait_user_event(UserEvent.NUMBER_REJECTED, since=events)
         assert (event.get("Rule"), event.get("Trunk")) == (rule, "telnyx")
         assert event.get("Number") == dialled[1:]
         # The caller hears why (early media), then congestion: 503, never a 200.
@@ -197,4 +197,4 @@ async def test_the_daemon_journals_which_rule_kept_a_number_from_the_trunk(
                 await call.close()
     finally:
         # The module's later tests expect no route state (the mobile tried first).
-        await world.ami.action("DBDel", {"Family": ROUTE_DB_FAMILY, "Key": route_key(1)})
+        await world.ami.action("DBDel", {"Family": astdb.FAMILY, "Key": astdb.route_key(1)})

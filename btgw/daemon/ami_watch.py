@@ -41,11 +41,12 @@ from btgw.asterisk.ami import (
 )
 from btgw.asterisk.apply import reload_module
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
-from btgw.daemon.events import Event, fields
+from btgw.contracts import astdb
+from btgw.contracts.asterisk import UserEvent
+from btgw.contracts.chan_mobile import matches_id
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.reconcile import next_delay
-from btgw.render.dialplan import ROUTE_DB_FAMILY
 from btgw.render.files import Module
-from btgw.render.numbers import NUMBER_REJECTED_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +414,7 @@ class AmiWatcher:
             self._coalesced("ami-trunks", self.refresh_trunks)
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
             self._coalesced("ami-calls", self.refresh_calls)
-        elif name == "UserEvent" and message.get("UserEvent") == NUMBER_REJECTED_EVENT:
+        elif name == "UserEvent" and message.get("UserEvent") == UserEvent.NUMBER_REJECTED:
             self._number_rejected(message)
 
     @staticmethod
@@ -435,7 +436,9 @@ class AmiWatcher:
         if status == "Disconnect" and self.mobile is not None:
             # Act on the event itself: the route must flip now, not at the next poll.
             self.mobile = tuple(
-                replace(r, connected=False, state=MobileState.NONE) if r.id == device[:15] else r
+                replace(r, connected=False, state=MobileState.NONE)
+                if matches_id(r.id, device)
+                else r
                 for r in self.mobile
             )
             self._changed()
@@ -465,7 +468,7 @@ class AmiWatcher:
         ami = self._require()
         await ami.action(
             "DBPut",
-            {"Family": ROUTE_DB_FAMILY, "Key": key, "Val": value},
+            {"Family": astdb.FAMILY, "Key": key, "Val": value},
             timeout=ACTION_TIMEOUT_S,
         )
         if self._ami is ami:

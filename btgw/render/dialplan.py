@@ -13,20 +13,12 @@ from __future__ import annotations
 from collections import defaultdict
 
 from btgw.config import GatewayConfig, PhoneConfig, RingStrategy, TrunkConfig
+from btgw.contracts import astdb
+from btgw.contracts.asterisk import UserEvent
 from btgw.render import Sources, header
 from btgw.render import numbers as num
 
-ROUTE_DB_FAMILY = "btgw"
-"""AstDB family the daemon publishes route state in (see daemon/failover)."""
-
-
-def route_key(group: int) -> str:
-    """AstDB key (within :data:`ROUTE_DB_FAMILY`) for a mobile group's route."""
-    return f"route/g{group}"
-
-
 OUTBOUND_CONTEXT = "btgw-outbound"
-ROUTE_DOWN = "down"
 
 
 class _Context:
@@ -81,7 +73,7 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
     steps = [
         'NoOp(btgw: call on ${CHANNEL(name)} from "${CALLERID(num)}")',
         _n(phone_of_channel),
-        _n("UserEvent(BtgwIncoming,Phone: ${BTGW_PHONE})"),
+        _n(f"UserEvent({UserEvent.INCOMING},Phone: ${{BTGW_PHONE}})"),
     ]
     if config.numbers is not None:
         # The caller as the house phones show it ([numbers] incoming_caller_id).
@@ -111,7 +103,7 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
         _n("Set(BTGW_SMSSRC=${FILTER(0-9+,${SMSSRC})})"),
         # Base64 keeps commas and colons in the text from splitting the event.
         _n(
-            "UserEvent(BtgwSms,Phone: ${BTGW_PHONE},From: ${BTGW_SMSSRC},"
+            f"UserEvent({UserEvent.SMS},Phone: ${{BTGW_PHONE}},From: ${{BTGW_SMSSRC}},"
             "TextBase64: ${BASE64_ENCODE(${BTGW_SMSTXT})})"
         ),
     ]
@@ -197,24 +189,24 @@ def _outbound_steps(config: GatewayConfig, allowed: str) -> list[str]:
     group = config.outbound.mobile_route(bool(config.phones))
     first_trunk = "trunk-1" if trunks else "failed"
     if group is not None:
-        key = f"{ROUTE_DB_FAMILY}/{route_key(group)}"
+        key = f"{astdb.FAMILY}/{astdb.route_key(group)}"
+        down = astdb.RouteValue.DOWN
         steps += [
             # Published by btgw: skip a mobile known to be down without trying it.
             _n(
-                f'GotoIf($["${{IF(${{DB_EXISTS({key})}}?${{DB_RESULT}})}}" = "{ROUTE_DOWN}"]'
-                f"?skip-mobile)"
+                f'GotoIf($["${{IF(${{DB_EXISTS({key})}}?${{DB_RESULT}})}}" = "{down}"]?skip-mobile)'
             ),
             # g: go on in the dialplan when the far end hangs up, so the
             # attempt's UserEvent is raised for answered calls too.
             _n(f"Dial(Mobile/g{group}/${{EXTEN}},{timeout},g)"),
             _n(
-                f"UserEvent(BtgwMobileAttempt,Group: {group},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
             ),
             _n(f"GotoIf({failover}?{first_trunk})"),
             _n("Hangup()"),
             _n(
-                f"UserEvent(BtgwMobileAttempt,Group: {group},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
                 "DialStatus: SKIPPED,Cause: 0)",
                 "skip-mobile",
             ),
@@ -226,7 +218,7 @@ def _outbound_steps(config: GatewayConfig, allowed: str) -> list[str]:
     if config.numbers is not None and trunks:
         steps += [
             _n('GotoIf($["${BTGW_REJECTED}" != ""]?rejected)', "failed"),
-            _n("UserEvent(BtgwNoRoute,Number: ${EXTEN})"),
+            _n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})"),
             _n("Congestion(5)"),
             # Why, in words, before the congestion tone: early media, no answer.
             _n("Progress()", "rejected"),
@@ -237,7 +229,10 @@ def _outbound_steps(config: GatewayConfig, allowed: str) -> list[str]:
             _n("Congestion(5)"),
         ]
     else:
-        steps += [_n("UserEvent(BtgwNoRoute,Number: ${EXTEN})", "failed"), _n("Congestion(5)")]
+        steps += [
+            _n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})", "failed"),
+            _n("Congestion(5)"),
+        ]
     steps.append(_n("Hangup(1)", "invalid"))  # 1: unallocated number
     return steps
 
@@ -260,7 +255,7 @@ def _trunk_steps(
         _n(f"Set(CALLERID(num)={trunk.caller_id})", label),
         _n(f"Dial(PJSIP/{number}@{trunk.name},{timeout},g)"),
         _n(
-            f"UserEvent(BtgwTrunkAttempt,Trunk: {trunk.name},Number: ${{EXTEN}},"
+            f"UserEvent({UserEvent.TRUNK_ATTEMPT},Trunk: {trunk.name},Number: ${{EXTEN}},"
             "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
         ),
         _n(f"GotoIf({failover}?{nxt})"),
@@ -271,7 +266,7 @@ def _trunk_steps(
         steps += [
             _n("Set(BTGW_REJECTED=${GOSUB_RETVAL})", f"reject-{index}"),
             _n(
-                f"UserEvent({num.NUMBER_REJECTED_EVENT},Trunk: {trunk.name},"
+                f"UserEvent({UserEvent.NUMBER_REJECTED},Trunk: {trunk.name},"
                 "Rule: ${BTGW_REJECTED},Number: ${EXTEN})"
             ),
             _n(f"Goto({nxt})"),
@@ -292,7 +287,7 @@ def _emergency_context(config: GatewayConfig) -> str:
         steps += [
             _n(f"Dial(Mobile/g{group}/${{EXTEN}},{timeout},g)"),
             _n(
-                f"UserEvent(BtgwMobileAttempt,Group: {group},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
             ),
             _n('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
@@ -302,12 +297,12 @@ def _emergency_context(config: GatewayConfig) -> str:
             _n(f"Set(CALLERID(num)={trunk.caller_id})"),
             _n(f"Dial(PJSIP/${{EXTEN}}@{trunk.name},{timeout},g)"),
             _n(
-                f"UserEvent(BtgwTrunkAttempt,Trunk: {trunk.name},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.TRUNK_ATTEMPT},Trunk: {trunk.name},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
             ),
             _n('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
         ]
-    steps += [_n("UserEvent(BtgwNoRoute,Number: ${EXTEN})"), _n("Congestion(5)")]
+    steps += [_n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})"), _n("Congestion(5)")]
     steps.append(_n("Hangup()", "done"))
     ctx.exten("_X.", steps)
     return ctx.text()

@@ -28,8 +28,6 @@ from btgw.numbers.plan import CountryPlan, HomePlan, Pattern, country_plan, home
 NORMALISE_CONTEXT: Final = "btgw-normalise"
 CALLER_ID_CONTEXT: Final = "btgw-caller-id"
 EMERGENCY_CONTEXT: Final = "btgw-emergency"
-NUMBER_REJECTED_EVENT: Final = "BtgwNumberRejected"
-"""UserEvent raised when a trunk's rules stop a number (daemon/ami_watch.py logs it)."""
 
 SOUND_INVALID: Final = "ss-noservice"
 """"The number you have dialed is not in service" (asterisk-core-sounds-en)."""
