@@ -21,8 +21,17 @@ import pytest
 from test_numbers import _config
 
 from btgw.asterisk.ami import AmiConnection, AmiMessage
-from btgw.numbers.plan import TYPE_FIELDS, classify, country_plan, display, home_plan, normalise
+from btgw.numbers.plan import (
+    TYPE_FIELDS,
+    classify,
+    country_plan,
+    display,
+    home_plan,
+    normalise,
+    trunk_number,
+)
 from btgw.render import Sources
+from btgw.render import numbers as num
 from btgw.render.files import render_all
 from btgw.state import State, assign_adapters
 from testbed.asterisk import AsteriskInstance
@@ -30,8 +39,9 @@ from testbed.asterisk import AsteriskInstance
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio]
 
 SOURCES = Sources(Path("/etc/btgw/btgw.toml"), Path("/var/lib/btgw/state.json"))
-# One channel walks the whole list (a global variable set over AMI): an
-# Originate per number stalled Asterisk's manager after about ten of them.
+# One channel walks the whole list (a global variable set over AMI); an
+# Originate per number stalled after about ten of them (not investigated).
+# {trunk}: the trunk's dial-string number, as the outbound context writes it.
 PROBE = """
 [btgw-probe]
 exten => s,1,Set(i=1)
@@ -40,9 +50,11 @@ exten => s,1,Set(i=1)
  same => n,Gosub(btgw-normalise,s,1(${num}))
  same => n,Set(E164=${GOSUB_RETVAL})
  same => n,Gosub(btgw-allow-telnyx,s,1(${E164}))
- same => n,Set(RULE=${GOSUB_RETVAL})
+ same => n,Set(R=${GOSUB_RETVAL})
  same => n,Gosub(btgw-caller-id,s,1(${num}))
- same => n,UserEvent(BtgwProbe,Number: ${num},E164: ${E164},Rule: ${RULE},Shown: ${GOSUB_RETVAL})
+ same => n,Set(S=${GOSUB_RETVAL})
+ same => n,Set(T=${IF($["${E164}" = ""]?:{trunk})})
+ same => n,UserEvent(BtgwProbe,Number: ${num},E164: ${E164},Rule: ${R},Shown: ${S},Trunk: ${T})
  same => n,Set(i=$[${i} + 1])
  same => n,EndWhile()
  same => n,Hangup()
@@ -105,7 +117,13 @@ async def test_asterisk_runs_the_plan_as_the_mirror_says(
     files = render_all(config, assign_adapters(config, State()), SOURCES)
     plan = next(text for gen, text in files.items() if gen.name == "extensions_btgw.conf")
     pbx: AsteriskInstance = asterisk_factory(  # type: ignore[operator]
-        extra_config={"extensions.conf": "[general]\nstatic=yes\n" + plan + PROBE}
+        extra_config={
+            "extensions.conf": "[general]\nstatic=yes\n"
+            + plan
+            + PROBE.replace(
+                "{trunk}", num.trunk_number(home_plan(region), config.trunks[0], "E164")
+            )
+        }
     )
     ami = await AmiConnection.open(
         pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, events="on"
@@ -132,6 +150,8 @@ async def test_asterisk_runs_the_plan_as_the_mirror_says(
             e164.startswith(code) and not home.country.general.matches(e164[len(code) :])
         )
         assert event.get("Shown") == ("" if as_came else display(home, number, form)), number
+        want = "" if e164 is None else trunk_number(home, e164, trunk.number_format)
+        assert event.get("Trunk") == want, number
     # Not vacuous: every outcome was exercised.
     assert {seen[n].get("Rule") for n in numbers} >= {"", "invalid", "country", "premium"}
     assert any(seen[n].get("Shown") not in ("", n) for n in numbers)
