@@ -40,6 +40,7 @@ from btgw.numbers.plan import (
     NumberFormat,
     NumberType,
     PlanError,
+    country_plan,
     home_plan,
     supported_regions,
 )
@@ -126,6 +127,10 @@ def _check_country(value: str) -> str:
             f"{value!r} is not a country code libphonenumber knows; use the ISO 3166 "
             'two-letter code, e.g. "ES", "GB", "PT"'
         )
+    try:
+        country_plan(code)  # a pattern the translator refuses fails here, not in apply
+    except PlanError as exc:
+        raise ValueError(f"{exc}; btgw cannot generate a dialplan for it") from None
     return code
 
 
