@@ -72,6 +72,8 @@ def config_text(
             f'secret = "trunk-secret-{i}"\nregistration = false\nmatch = ["127.0.0.{2 + i}"]\n'
             'caller_id = "+34910000000"\n'
         )
+    if trunks:
+        parts.append('[numbers]\ncountry = "ES"\n')
     ring = ", ".join(f'"user{i}"' for i in range(min(extensions, 4)))
     parts.append(f"[incoming]\nring = [{ring}]\n")
     parts.append(

@@ -49,7 +49,8 @@ from testbed.world import TRUNK_CALLER_ID, World, WorldOptions, daemon_process, 
 
 log = logging.getLogger("bench.failover")
 
-NUMBER = "600111222"  # what the trunk must see, whichever path the call took
+NUMBER = "600111222"  # what pepe dials after the prefix
+E164 = "+34600111222"  # what btgw's path sends the trunk (issue 16); the bare Dial sends NUMBER
 BASELINE_PREFIX = "8"  # pepe dials 8<number> for the hand-written Dial
 BASELINE_EXTEN = f"_{BASELINE_PREFIX}X."
 # pepe hangs up this soon after the trunk answers: long enough for the ACK,
@@ -158,7 +159,8 @@ async def _call(
     try:
         if lose_phone_lead is not None and pause is not None:
             lost_at = await _walk_away_before_invite(bench, call, lo_mark, lose_phone_lead, pause)
-        invite = await world.trunk.wait_invite(NUMBER, since=trunk_mark, timeout=CALL_TIMEOUT)
+        sent_number = E164 if through_btgw else NUMBER
+        invite = await world.trunk.wait_invite(sent_number, since=trunk_mark, timeout=CALL_TIMEOUT)
         await call.wait_answered(CALL_TIMEOUT)
         status = await call.wait_ended(CALL_TIMEOUT)
     finally:
@@ -180,7 +182,7 @@ async def _call(
             f"{where} reached the trunk by the wrong path: {invite.summary()}", hint=hint
         )
     sent = bench.capture.first(_call_id(call), "INVITE ", since=lo_mark, authorized=True)
-    arrived = bench.capture.first(invite.call_id, f"INVITE sip:{NUMBER}@", since=lo_mark)
+    arrived = bench.capture.first(invite.call_id, f"INVITE sip:{sent_number}@", since=lo_mark)
     if sent is None or arrived is None:
         raise FailoverBenchError(
             f"{where}: the loopback capture lacks "
@@ -189,7 +191,7 @@ async def _call(
         )
     if arrived.destination != (world.trunk.endpoint.ip, world.trunk.endpoint.sip_port):
         raise FailoverBenchError(
-            f"{where}: the INVITE for {NUMBER} went to {arrived.destination}", hint=hint
+            f"{where}: the INVITE for {sent_number} went to {arrived.destination}", hint=hint
         )
     mobile = ""
     if through_btgw:

@@ -71,7 +71,8 @@ def gateway_toml(pbx: AsteriskInstance, secret: str, phones: int, extensions: in
         '[[trunks]]\nname = "trunk"\nhosts = ["127.0.0.2"]\nusername = "gw"\n'
         'secret = "bench-trunk-secret"\nregistration = false\nmatch = ["127.0.0.2"]\n'
         'caller_id = "+34910000000"\n\n'
-        '[incoming]\nring = ["pepe"]\n\n[outbound]\nmobile_group = 1\ntrunks = ["trunk"]\n'
+        '[incoming]\nring = ["pepe"]\n\n[outbound]\nmobile_group = 1\ntrunks = ["trunk"]\n\n'
+        '[numbers]\ncountry = "ES"\n'
     )
     return "\n".join(parts)
 

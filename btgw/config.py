@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -34,6 +35,15 @@ from pydantic import (
 from btgw.contracts.asterisk import AMI_USER
 from btgw.contracts.bluetooth import normalise_mac
 from btgw.errors import ConfigError
+from btgw.numbers.plan import (
+    CallerIdForm,
+    NumberFormat,
+    NumberType,
+    PlanError,
+    country_plan,
+    home_plan,
+    supported_regions,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/btgw/btgw.toml")
 CONFIG_ENV = "BTGW_CONFIG"
@@ -108,6 +118,48 @@ def _check_match(value: str) -> str:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
         return _check_host(value)
+
+
+def _check_country(value: str) -> str:
+    code = value.upper()
+    if code not in supported_regions():
+        raise ValueError(
+            f"{value!r} is not a country code libphonenumber knows; use the ISO 3166 "
+            'two-letter code, e.g. "ES", "GB", "PT"'
+        )
+    try:
+        country_plan(code)  # a pattern the translator refuses fails here, not in apply
+    except PlanError as exc:
+        raise ValueError(f"{exc}; btgw cannot generate a dialplan for it") from None
+    return code
+
+
+def _check_home_country(value: str) -> str:
+    code = _check_country(value)
+    try:
+        home_plan(code)
+    except PlanError as exc:
+        raise ValueError(f"{exc}; btgw cannot generate a dialplan for it") from None
+    return code
+
+
+def _check_number_type(value: object) -> object:
+    if value == "satellite":
+        raise ValueError(
+            "satellite is not a number type: satellite networks have their own country "
+            "codes (+870, +881, +882), blocked unless listed in allow_prefixes"
+        )
+    return value
+
+
+CountryCode = Annotated[str, AfterValidator(_check_country)]
+HomeCountry = Annotated[str, AfterValidator(_check_home_country)]
+BlockedType = Annotated[NumberType, BeforeValidator(_check_number_type)]
+NumberPrefix = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{0,14}$")]
+
+
+def _default_block() -> list[NumberType]:
+    return ["premium"]
 
 
 Host = Annotated[str, AfterValidator(_check_host)]
@@ -340,6 +392,32 @@ class TrunkConfig(_WithSecret):
     """Context for calls arriving from the trunk."""
     inbound_to: Extension | None = None
     """Internal extension that calls arriving from this trunk go to."""
+    number_format: NumberFormat = "e164"
+    """How dialled numbers are sent: `e164` (+34600111222), `e164_no_plus`
+    (34600111222) or `national` (600111222 at home, 0044... abroad)."""
+    allow_countries: list[CountryCode] | None = None
+    """Countries this trunk may call (ISO codes); default: [numbers].country only."""
+    block: list[BlockedType] = Field(default_factory=_default_block)
+    """Number types never sent to this trunk: premium, shared_cost, toll_free,
+    voip, personal, pager, uan, voicemail, mobile, fixed_line."""
+    allow_prefixes: list[NumberPrefix] = Field(default_factory=list)
+    """E.164 prefixes always allowed, over countries and blocked types (e.g. "+3490")."""
+
+    def countries(self, home: str) -> list[str]:
+        """The countries this trunk may call, given the home country."""
+        return self.allow_countries if self.allow_countries is not None else [home]
+
+
+class NumbersConfig(_Model):
+    """How numbers are read, checked and written; required with a trunk (docs/numbers.md)."""
+
+    country: HomeCountry
+    """ISO 3166 code of the country the gateway is in (e.g. "ES"): national
+    numbers, prefixes and emergency numbers are taken from its numbering plan."""
+    incoming_caller_id: CallerIdForm = "e164"
+    """How a mobile caller's number is shown on the house phones: `e164`
+    (+34600111222) or `national` (600111222 for numbers of the country, E.164
+    for the others); both can be called back, with or without the prefix."""
 
 
 class GatewayConfig(_Model):
@@ -355,6 +433,7 @@ class GatewayConfig(_Model):
     incoming: IncomingConfig = IncomingConfig()
     outbound: OutboundConfig = OutboundConfig()
     trunks: list[TrunkConfig] = Field(default_factory=list)
+    numbers: NumbersConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -405,6 +484,7 @@ def _cross_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
     numbers = yield from _number_problems(cfg)
     yield from _reference_problems(cfg, numbers)
     yield from _secret_problems(cfg)
+    yield from _numbering_problems(cfg)
 
 
 def _bluetooth_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
@@ -541,6 +621,28 @@ def _secret_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
                 ("extensions", i, "secret"),
                 f"the secret of {ext.name} has {len(ext.password)} characters; SIP scanners "
                 "guess short secrets in minutes, use at least 12",
+            )
+
+
+def _numbering_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    if cfg.numbers is None:
+        if cfg.trunks:
+            yield _Problem(
+                ("numbers",),
+                "[numbers] country is required when a trunk is configured: the trunk "
+                "needs numbers in E.164, and btgw does not guess your country; add "
+                '[numbers] with country = "ES" (your country\'s ISO code)',
+            )
+        return
+    emergency = set(home_plan(cfg.numbers.country).emergency)
+    owners = [(("extensions", i, "number"), e.number) for i, e in enumerate(cfg.extensions)]
+    owners += [(("announcements", i, "number"), a.number) for i, a in enumerate(cfg.announcements)]
+    for loc, number in owners:
+        if number in emergency:
+            yield _Problem(
+                loc,
+                f"number {number} is an emergency number in {cfg.numbers.country}: "
+                "dialled from a house phone it must reach emergency services; choose another",
             )
 
 

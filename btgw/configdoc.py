@@ -29,6 +29,7 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("incoming", "[incoming]", False),
     ("outbound", "[outbound]", False),
     ("trunks", "[[trunks]]", True),
+    ("numbers", "[numbers]", False),
 ]
 
 
@@ -38,6 +39,8 @@ def _model_at(path: str) -> type[BaseModel]:
         annotation = model.model_fields[part].annotation
         if get_origin(annotation) is list:
             annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (typing.Union, types.UnionType):  # an optional table
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise TypeError(f"{path} is not a table")
         model = annotation

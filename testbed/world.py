@@ -154,6 +154,9 @@ registration = false
 match = ["{TRUNK_IP}"]
 caller_id = "{TRUNK_CALLER_ID}"
 inbound_to = "201"
+
+[numbers]
+country = "ES"
 """
     )
 

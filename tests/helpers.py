@@ -34,6 +34,7 @@ BASE: dict[str, Any] = {
             "caller_id": "+34910000000",
         }
     ],
+    "numbers": {"country": "ES"},
 }
 
 

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]
 
 CALLER = "+34600111222"
 DIALLED = "9600111222"
-NUMBER = "600111222"  # what the mobile and the trunk must see: the 9 stripped
+NUMBER = "600111222"  # what the mobile must see: the 9 stripped
+TRUNK_NUMBER = "+34600111222"  # what the trunk must see: E.164 (issue 16, [numbers] country ES)
 AUDIO_FRAMES = 100  # 0.3 s of SCO each way
 RTP_PACKETS = 15  # 0.3 s of 20 ms RTP
 
@@ -123,7 +124,7 @@ async def test_busy_phone_sends_the_second_call_to_the_trunk(world: World) -> No
         second = await world.maria.dial("9600333444", hold=0.3)
         try:
             invite = await world.trunk.wait_invite(
-                "600333444", caller=TRUNK_CALLER_ID, since=trunk_mark
+                "+34600333444", caller=TRUNK_CALLER_ID, since=trunk_mark
             )
             assert invite.pai_user == TRUNK_CALLER_ID, invite
             await second.wait_answered()
@@ -236,7 +237,9 @@ async def test_out_of_range_dial_reaches_the_trunk_with_e164_caller_id(world: Wo
     trunk_rtp = world.trunk.rtp.stats.rx_loud_packets
     call = await world.pepe.dial(DIALLED, hold=1.0)
     try:
-        invite = await world.trunk.wait_invite(NUMBER, caller=TRUNK_CALLER_ID, since=trunk_mark)
+        invite = await world.trunk.wait_invite(
+            TRUNK_NUMBER, caller=TRUNK_CALLER_ID, since=trunk_mark
+        )
         # The E.164 caller ID travels in both From and P-Asserted-Identity:
         # providers read one or the other.
         assert invite.pai_user == TRUNK_CALLER_ID, invite

@@ -5,17 +5,20 @@ never from a layer above, and never from another component of its own layer
 (those are peers that must stay independent).  Top to bottom:
 
 ====  ===========  =========================================================
- 8    cli          ``btgw.cli``: the parser, naming every command's handler
- 7    commands     ``btgw.commands``: the parser's own commands (check,
+ 9    cli          ``btgw.cli``: the parser, naming every command's handler
+ 8    commands     ``btgw.commands``: the parser's own commands (check,
                    render, apply, doctor, config-reference)
- 6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``: the
+ 7    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``: the
                    three things btgw does, none knowing the others
- 5    edges        ``btgw.asterisk``, ``btgw.bluez``: one per outside system,
+ 6    edges        ``btgw.asterisk``, ``btgw.bluez``: one per outside system,
                    neither knowing the other; ``btgw.cliutil``: loading config
                    and state for a command (no edge needs it)
- 4    render       ``btgw.render``, ``btgw.configdoc``: pure, model -> text
- 3    state        ``btgw.state``: what btgw learned, over the config model
- 2    config       ``btgw.config``: what the owner wants
+ 5    render       ``btgw.render``, ``btgw.configdoc``: pure, model -> text
+ 4    state        ``btgw.state``: what btgw learned, over the config model
+ 3    config       ``btgw.config``: what the owner wants
+ 2    numbers      ``btgw.numbers``: numbering plans from libphonenumber's
+                   metadata, as the dialplan uses them (config validates
+                   with them, render generates from them)
  1    base         ``btgw`` (its ``__version__``), ``btgw.errors``,
                    ``btgw.fsutil``: no policy, used everywhere;
                    ``btgw.clicommand``: the shape of a subcommand, which
@@ -50,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),
     ("config", ("btgw.config",)),
+    ("numbers", ("btgw.numbers",)),
     ("base", ("btgw", "btgw.errors", "btgw.fsutil", "btgw.clicommand")),
     ("contracts", ("btgw.contracts",)),
 )

@@ -349,7 +349,15 @@ def test_udevadm_verify_when_available():
 # --------------------------------------------------------------------------
 
 # Journal fields the daemon attaches (STYLE.md 8; btgw/contracts/journal.py).
-_CATALOG_FIELDS = {"BTGW_PHONE", "BTGW_ADAPTER", "BTGW_EVENT", "BTGW_TRUNK", "MESSAGE"}
+_CATALOG_FIELDS = {
+    "BTGW_PHONE",
+    "BTGW_ADAPTER",
+    "BTGW_EVENT",
+    "BTGW_TRUNK",
+    "BTGW_RULE",
+    "BTGW_NUMBER",
+    "MESSAGE",
+}
 _HEADER = re.compile(r"^-- (?P<id>[0-9a-f]{32})(?: (?P<lang>[a-z]{2}(?:_[A-Z]{2})?))?$")
 
 

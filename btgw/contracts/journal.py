@@ -52,6 +52,10 @@ class Event(Enum):
     ASTERISK_LOST = ("07f001e0ae1c425892722aac9ac06283", "The daemon lost its AMI connection")
     TRUNK_REGISTERED = ("81e2d88f45f14c70bb6db2b2b24e72ba", "A SIP trunk registered")
     TRUNK_UNREGISTERED = ("f81229a715d14158816d37ac0c409910", "A SIP trunk lost its registration")
+    NUMBER_REJECTED = (
+        "213ce54e1a59465b9460014e20a90e0d",
+        "A dialled number was kept from a trunk by the numbering rules",
+    )
     APPLIED = (
         "c355b00b15c249c6879b3e90b20c265d",
         "The daemon applied the Asterisk config at start",

@@ -42,6 +42,7 @@ from btgw.asterisk.ami import (
 from btgw.asterisk.apply import reload_module
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
 from btgw.contracts import astdb
+from btgw.contracts.asterisk import UserEvent
 from btgw.contracts.chan_mobile import matches_id
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.reconcile import next_delay
@@ -413,6 +414,23 @@ class AmiWatcher:
             self._coalesced("ami-trunks", self.refresh_trunks)
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
             self._coalesced("ami-calls", self.refresh_calls)
+        elif name == "UserEvent" and message.get("UserEvent") == UserEvent.NUMBER_REJECTED:
+            self._number_rejected(message)
+
+    @staticmethod
+    def _number_rejected(message: AmiMessage) -> None:
+        # Raised by the generated dialplan (render/numbers.py); only digits
+        # and + reach it from ${EXTEN}, trunk and rule names are btgw's own.
+        trunk, rule, number = (message.get(h) for h in ("Trunk", "Rule", "Number"))
+        log.warning(
+            "trunk %s: call to %s not sent (rule: %s)",
+            trunk,
+            number,
+            rule,
+            extra=fields(
+                Event.NUMBER_REJECTED, BTGW_TRUNK=trunk, BTGW_RULE=rule, BTGW_NUMBER=number
+            ),
+        )
 
     def _mobile_status(self, device: str, status: str) -> None:
         if status == "Disconnect" and self.mobile is not None:

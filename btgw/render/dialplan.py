@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from btgw.config import GatewayConfig, PhoneConfig, RingStrategy
+from btgw.config import GatewayConfig, PhoneConfig, RingStrategy, TrunkConfig
 from btgw.contracts import astdb
 from btgw.contracts.asterisk import UserEvent
 from btgw.render import Sources, header
+from btgw.render import numbers as num
 
 OUTBOUND_CONTEXT = "btgw-outbound"
 
@@ -74,6 +75,12 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
         _n(phone_of_channel),
         _n(f"UserEvent({UserEvent.INCOMING},Phone: ${{BTGW_PHONE}})"),
     ]
+    if config.numbers is not None:
+        # The caller as the house phones show it ([numbers] incoming_caller_id).
+        steps += [
+            _n(f"Gosub({num.CALLER_ID_CONTEXT},s,1(${{FILTER(0-9+,${{CALLERID(num)}})}}))"),
+            _n('ExecIf($["${GOSUB_RETVAL}" != ""]?Set(CALLERID(num)=${GOSUB_RETVAL}))'),
+        ]
     special = [p for p in phones if p.ring is not None]
     steps += [
         _n(f'GotoIf($["${{BTGW_PHONE}}" = "{p.name}"]?ring-{p.name.lower()})') for p in special
@@ -136,7 +143,19 @@ def _internal_context(config: GatewayConfig) -> str:
     if _has_outbound(config):
         prefix = config.outbound.prefix
         ctx.exten(f"_{prefix}X.", [f"Goto({OUTBOUND_CONTEXT},${{EXTEN:{len(prefix)}}},1)"])
+        if config.numbers is not None:
+            # Call-back from a phone's history: the caller ID as shown, with or
+            # without the prefix; emergency numbers without it too.
+            ctx.exten(f"_{prefix}+X.", [f"Goto({OUTBOUND_CONTEXT},${{EXTEN:{len(prefix)}}},1)"])
+            if prefix:
+                ctx.exten("_+X.", [f"Goto({OUTBOUND_CONTEXT},${{EXTEN}},1)"])
+            for number in num.home(config.numbers).emergency:
+                ctx.exten(number, [f"Goto({OUTBOUND_CONTEXT},${{EXTEN}},1)"])
     return ctx.text()
+
+
+def _outbound_trunks(config: GatewayConfig) -> list[TrunkConfig]:
+    return [t for name in config.outbound.trunks for t in config.trunks if t.name == name]
 
 
 def _outbound_context(config: GatewayConfig) -> str:
@@ -144,14 +163,29 @@ def _outbound_context(config: GatewayConfig) -> str:
         OUTBOUND_CONTEXT,
         "Outbound: the mobiles first, then each trunk on CHANUNAVAIL or CONGESTION",
     )
+    if config.numbers is not None:
+        for number in num.home(config.numbers).emergency:
+            ctx.exten(number, [f"Goto({num.EMERGENCY_CONTEXT},${{EXTEN}},1)"])
+    ctx.exten("_X.", _outbound_steps(config, "0-9"))
+    if config.numbers is not None:
+        ctx.exten("_+X.", _outbound_steps(config, "0-9+"))
+    return ctx.text()
+
+
+def _outbound_steps(config: GatewayConfig, allowed: str) -> list[str]:
     timeout = config.outbound.dial_timeout
     failover = '$["${DIALSTATUS}" = "CHANUNAVAIL" | "${DIALSTATUS}" = "CONGESTION"]'
-    trunks = [t for name in config.outbound.trunks for t in config.trunks if t.name == name]
+    trunks = _outbound_trunks(config)
     steps = [
         'NoOp(btgw: outbound ${EXTEN} from "${CALLERID(num)}")',
         # Digits only: anything else could smuggle Dial options through ${EXTEN}.
-        _n('GotoIf($["${FILTER(0-9,${EXTEN})}" != "${EXTEN}"]?invalid)'),
+        _n(f'GotoIf($["${{FILTER({allowed},${{EXTEN}})}}" != "${{EXTEN}}"]?invalid)'),
     ]
+    if config.numbers is not None and trunks:
+        steps += [
+            _n(f"Gosub({num.NORMALISE_CONTEXT},s,1(${{EXTEN}}))"),
+            _n("Set(BTGW_E164=${GOSUB_RETVAL})"),
+        ]
     group = config.outbound.mobile_route(bool(config.phones))
     first_trunk = "trunk-1" if trunks else "failed"
     if group is not None:
@@ -180,23 +214,125 @@ def _outbound_context(config: GatewayConfig) -> str:
         ]
     for index, trunk in enumerate(trunks, start=1):
         nxt = f"trunk-{index + 1}" if index < len(trunks) else "failed"
+        steps += _trunk_steps(config, trunk, index, nxt, failover)
+    if config.numbers is not None and trunks:
         steps += [
-            _n(f"Set(CALLERID(num)={trunk.caller_id})", f"trunk-{index}"),
+            _n('GotoIf($["${BTGW_REJECTED}" != ""]?rejected)', "failed"),
+            _n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})"),
+            _n("Congestion(5)"),
+            # Why, in words, before the congestion tone: early media, no answer.
+            _n("Progress()", "rejected"),
+            _n(
+                f'Playback(${{IF($["${{BTGW_REJECTED}}" = "invalid"]?{num.SOUND_INVALID}'
+                f":{num.SOUND_BLOCKED})}},noanswer)"
+            ),
+            _n("Congestion(5)"),
+        ]
+    else:
+        steps += [
+            _n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})", "failed"),
+            _n("Congestion(5)"),
+        ]
+    steps.append(_n("Hangup(1)", "invalid"))  # 1: unallocated number
+    return steps
+
+
+def _trunk_steps(
+    config: GatewayConfig, trunk: TrunkConfig, index: int, nxt: str, failover: str
+) -> list[str]:
+    timeout = config.outbound.dial_timeout
+    label: str | None = f"trunk-{index}"
+    steps: list[str] = []
+    number = "${EXTEN}"
+    if config.numbers is not None:
+        number = num.trunk_number(num.home(config.numbers), trunk)
+        steps += [
+            _n(f"Gosub({num.allow_context(trunk)},s,1(${{BTGW_E164}}))", label),
+            _n(f'GotoIf($["${{GOSUB_RETVAL}}" != ""]?reject-{index})'),
+        ]
+        label = None
+    steps += [
+        _n(f"Set(CALLERID(num)={trunk.caller_id})", label),
+        _n(f"Dial(PJSIP/{number}@{trunk.name},{timeout},g)"),
+        _n(
+            f"UserEvent({UserEvent.TRUNK_ATTEMPT},Trunk: {trunk.name},Number: ${{EXTEN}},"
+            "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
+        ),
+        _n(f"GotoIf({failover}?{nxt})"),
+        _n("Hangup()"),
+    ]
+    if config.numbers is not None:
+        # A blocked call never reaches this trunk; the journal says which rule.
+        steps += [
+            _n("Set(BTGW_REJECTED=${GOSUB_RETVAL})", f"reject-{index}"),
+            _n(
+                f"UserEvent({UserEvent.NUMBER_REJECTED},Trunk: {trunk.name},"
+                "Rule: ${BTGW_REJECTED},Number: ${EXTEN})"
+            ),
+            _n(f"Goto({nxt})"),
+        ]
+    return steps
+
+
+def _emergency_context(config: GatewayConfig) -> str:
+    """Emergency numbers: every mobile group in turn (route state ignored: a
+    try costs milliseconds), then every trunk with the number as dialled;
+    on to the next on anything but an answer."""
+    ctx = _Context(num.EMERGENCY_CONTEXT, "Emergency calls: never blocked, never rewritten")
+    timeout = config.outbound.dial_timeout
+    first = config.outbound.mobile_group
+    groups = sorted({p.group for p in config.phones}, key=lambda g: (g != first, g))
+    steps = ['NoOp(btgw: emergency call to ${EXTEN} from "${CALLERID(num)}")']
+    for group in groups:
+        steps += [
+            _n(f"Dial(Mobile/g{group}/${{EXTEN}},{timeout},g)"),
+            _n(
+                f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
+                "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
+            ),
+            _n('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
+        ]
+    for trunk in _outbound_trunks(config):
+        steps += [
+            _n(f"Set(CALLERID(num)={trunk.caller_id})"),
             _n(f"Dial(PJSIP/${{EXTEN}}@{trunk.name},{timeout},g)"),
             _n(
                 f"UserEvent({UserEvent.TRUNK_ATTEMPT},Trunk: {trunk.name},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
             ),
-            _n(f"GotoIf({failover}?{nxt})"),
-            _n("Hangup()"),
+            _n('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
         ]
-    steps += [
-        _n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})", "failed"),
-        _n("Congestion(5)"),
-        _n("Hangup(1)", "invalid"),  # 1: unallocated number
-    ]
+    steps += [_n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})"), _n("Congestion(5)")]
+    steps.append(_n("Hangup()", "done"))
     ctx.exten("_X.", steps)
     return ctx.text()
+
+
+def _number_contexts(config: GatewayConfig) -> list[str]:
+    if config.numbers is None:
+        return []
+    home = num.home(config.numbers)
+    plan = num.describe(home)
+    out = []
+    ctx = _Context(num.NORMALISE_CONTEXT, f"A dialled number as E.164 (Gosub): {plan}")
+    ctx.exten("s", num.normalise_steps(home))
+    out.append(ctx.text())
+    if config.phones:
+        ctx = _Context(num.CALLER_ID_CONTEXT, f"A caller as the house phones show it: {plan}")
+        ctx.exten("s", num.caller_id_steps(home, config.numbers))
+        out.append(ctx.text())
+    if _has_outbound(config):
+        out.append(_emergency_context(config))
+    for trunk in _outbound_trunks(config):
+        countries = ", ".join(trunk.countries(config.numbers.country))
+        blocked = ", ".join(trunk.block) or "none"
+        ctx = _Context(
+            num.allow_context(trunk),
+            f"What trunk {trunk.name} may call: {countries}; blocked: {blocked} (Gosub)",
+        )
+        ctx.exten("s", num.allow_steps(trunk, config.numbers.country))
+        out.append(ctx.text())
+    return out
 
 
 def _trunk_contexts(config: GatewayConfig) -> list[str]:
@@ -228,6 +364,7 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
     if _has_outbound(config):
         parts.append(_outbound_context(config))
     parts.extend(_trunk_contexts(config))
+    parts.extend(_number_contexts(config))
     return "".join(parts)
 
 
@@ -238,4 +375,11 @@ def contexts(config: GatewayConfig) -> list[str]:
     if _has_outbound(config):
         names.append(OUTBOUND_CONTEXT)
     names += sorted({t.context for t in config.trunks})
+    if config.numbers is not None:
+        names.append(num.NORMALISE_CONTEXT)
+        if config.phones:
+            names.append(num.CALLER_ID_CONTEXT)
+        if _has_outbound(config):
+            names.append(num.EMERGENCY_CONTEXT)
+        names += [num.allow_context(t) for t in _outbound_trunks(config)]
     return names
