@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from btgw.asterisk.ami import AmiError, connector
 from btgw.asterisk.apply import Applier, ApplyError
@@ -28,6 +29,9 @@ from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_i
 from btgw.errors import ConfigError, ExitCode
 from btgw.render import Sources
 from btgw.state import State, assign_adapters, load_state
+
+if TYPE_CHECKING:
+    from btgw.clicommand import Registry
 
 # Retrying an apply that could not reach Asterisk: soon at first, then at most
 # once a minute, so a gateway booted before Asterisk catches up by itself.
@@ -83,6 +87,10 @@ def run_daemon(args: argparse.Namespace) -> int:
         )
     )
     return ExitCode.OK
+
+
+HANDLERS: Registry = {"run": run_daemon}
+"""The handler btgw.daemon.cli registers (see :class:`btgw.clicommand.LazyHandler`)."""
 
 
 async def finish_apply(applier: Applier) -> None:
