@@ -49,6 +49,14 @@ class Event(enum.Enum):
     ASTERISK_LOST = ("07f001e0ae1c425892722aac9ac06283", "The daemon lost its AMI connection")
     TRUNK_REGISTERED = ("81e2d88f45f14c70bb6db2b2b24e72ba", "A SIP trunk registered")
     TRUNK_UNREGISTERED = ("f81229a715d14158816d37ac0c409910", "A SIP trunk lost its registration")
+    LINK_TIMEOUT_SET = (
+        "378e343a4fee492c98d4006e09a10f61",
+        "A phone link's supervision timeout was written and read back",
+    )
+    LINK_ON_DEFAULT_TIMEOUT = (
+        "04aaf15c17884d42803a78c485e92367",
+        "A phone link runs on the 20 s default supervision timeout (refused or failed)",
+    )
 
     @property
     def message_id(self) -> str:

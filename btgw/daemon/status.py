@@ -150,6 +150,45 @@ def _registration(value: object) -> str:
     return "registered" if value else "not registered"
 
 
+def _dbm(value: object) -> str:
+    # One word, so the PHONES table still splits on whitespace.
+    return "?" if value is None else f"{value}dBm"
+
+
+def _links(phones: list[dict[str, Any]]) -> list[str]:
+    """The LINKS section: each link's supervision timeout and why it has it.
+
+    The timeout bounds how long a phone that walked away still looks
+    connected; a link on the 20 s default is worth a line of its own.
+    """
+    rows = [p for p in phones if "link_note" in p]
+    if not rows:
+        return []  # a daemon from before link supervision
+    table = _table(
+        ["name", "timeout", "signal", "tx power", "note"],
+        [
+            [
+                p["name"],
+                "?" if p.get("link_timeout") is None else f"{p['link_timeout']:g}s",
+                _dbm(p.get("signal")),
+                _dbm(p.get("tx_power")),
+                str(p.get("link_note") or ""),
+            ]
+            for p in rows
+        ],
+    )
+    slow = [
+        f"{p['name']} ({p.get('link_note')})"
+        for p in rows
+        if p.get("link_timeout") is not None and p["link_timeout"] >= 20
+    ]
+    out = ["", "LINKS (supervision timeout: how long a silent phone still looks connected)"]
+    out += table
+    if slow:
+        out.append(f"on the controller default of 20 s: {', '.join(slow)}")
+    return out
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -201,7 +240,7 @@ def render_table(reading: Reading, now: float | None = None) -> str:
                     str(p.get("group", "")),
                     _yes(p.get("connected")),
                     p.get("state") or "?",
-                    "?" if p.get("signal") is None else str(p["signal"]),
+                    _dbm(p.get("signal")),
                     "?" if p.get("battery") is None else str(p["battery"]),
                     p.get("route") or "?",
                     p.get("recovery") or "none",
@@ -224,6 +263,7 @@ def render_table(reading: Reading, now: float | None = None) -> str:
             ],
         ),
     ]
+    out += _links(snap.get("phones") or [])
     waiting = snap.get("waiting_for_call") or []
     if waiting:
         out += ["", f"waiting for calls to end: {', '.join(waiting)}"]
