@@ -797,6 +797,13 @@ class SimPhone:
         lost_path(self.sock_dir, self.spec.mac).write_text(f"0x{CONNECTION_TIMEOUT:02x}\n")
         await self._link_gone(link, "supervision timeout: connection timeout 0x08")
 
+    def hang_up_on_handset(self) -> None:
+        """The owner ends, on the phone itself, a call that went on without a
+        link (one dialled before a walk-away): the next link starts idle."""
+        if self._link is None and self._offline_call[0] is not CallState.IDLE:
+            self._offline_call = (CallState.IDLE, "")
+            self._notify()
+
     async def back_in_range(self) -> None:
         """Come back: connects succeed again (chan_mobile retries every interval)."""
         self._open_sdp()
