@@ -9,7 +9,8 @@ the BlueZ simulator, SIPp, and the real ``btgw run`` as its own process.
 
 Sections (``--only`` picks some): apply (items 7, 8), cli (6), daemon
 (detection, return, footprint, firehose: 1, 3, 4, 5), failover (2), scale
-(detection with 1, 8, 16 phones: 8).
+(detection with 1, 8, 16 phones: 8), walkaway (a silent walk-away on btgw's
+link timeout and on the 20 s default: issue 10).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PHONES = (1, 4, 8, 16)
 EXTENSIONS = (10, 100, 500)
 # (phones, extensions); 4 phones with 1 extension is the daemon section's gateway.
 SCALE_POINTS = ((1, 1), (8, 1), (16, 1), (4, 100), (4, 500))
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale")
+SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "walkaway")
 
 
 def machine() -> dict[str, Any]:
@@ -229,10 +230,46 @@ def section_scale(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
     return {"points": rows}
 
 
+def section_walkaway(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
+    from bench import walkaway_bench  # noqa: PLC0415
+
+    rounds = 4 if args.quick else args.walkaway_rounds
+    default_rounds = 2 if args.quick else args.walkaway_default_rounds
+    print(
+        "\nwalkaway: the phone walks away silently, a call is placed 0.2 s later; "
+        "from the walk-away (what a person sees)"
+    )
+    r = asyncio.run(walkaway_bench.run(rounds, default_rounds, sys.stderr))
+    print(walkaway_bench.table(r))
+    b, lt = r["btgw"], r["link_timeout_s"]
+    default_s = r["default"]["route"]["p99_ms"] / 1000
+    v.add(
+        "walk-away -> route down p99",
+        f"<= link_timeout+0.5 = {lt + 0.5:g} s",
+        f"{b['route']['p99_ms'] / 1000:.2f} s (20 s default: {default_s:.2f})",
+        b["route"]["p99_ms"] <= (lt + 0.5) * 1000,
+    )
+    v.add(
+        "walk-away -> trunk INVITE p99",
+        f"<= link_timeout+1 = {lt + 1:g} s",
+        f"{b['invite']['p99_ms'] / 1000:.2f} s",
+        b["invite"]["p99_ms"] <= (lt + 1) * 1000,
+    )
+    calls = b["calls_reaching_trunk"] + r["default"]["calls_reaching_trunk"]
+    v.add(
+        "blind-window calls reaching the trunk",
+        "all",
+        f"{calls} of {rounds + default_rounds}",
+        calls == rounds + default_rounds,
+    )
+    return r
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Verdicts], dict[str, Any]]] = {
     "daemon": section_daemon,
     "failover": section_failover,
     "scale": section_scale,
+    "walkaway": section_walkaway,
 }
 
 
@@ -242,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-reps", type=int, default=5, help="repetitions per apply point")
     parser.add_argument("--drops", type=int, default=200, help="phone drops, quiet and loaded")
     parser.add_argument("--failover-reps", type=int, default=30, help="calls per failover case")
+    parser.add_argument(
+        "--walkaway-rounds", type=int, default=8, help="walk-aways on btgw's link timeout"
+    )
+    parser.add_argument(
+        "--walkaway-default-rounds",
+        type=int,
+        default=3,
+        help="walk-aways on the 20 s default (about 27 s each)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no curves")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}"
