@@ -3,10 +3,11 @@
 Why: a phone that walks out of range does not reset chan_mobile's socket.  The
 link goes silent and the controller declares it lost only when the link
 supervision timeout expires: 0x7D00 slots, 20 s, unless the central wrote
-another value (docs/domain/radio.md).  The kernel never writes it for BR/EDR
-links, and chan_mobile sends no keep-alive, so for 20 s the phone looks
-Connected and Free and a call placed then is dialled into a dead link.  btgw
-writes a short timeout on every phone link as soon as it comes up.
+another value (docs/domain/bluez.md, "How the loss of a phone is noticed").
+The kernel never writes it for BR/EDR links, and chan_mobile sends no
+keep-alive, so for 20 s the phone looks Connected and Free and a call placed
+then is dialled into a dead link.  btgw writes a short timeout on every
+phone link as soon as it comes up.
 
 How, as ``hcitool lst`` does it:
 
