@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from btgw.contracts import astdb
 from testbed.hfp import CallState
 from testbed.world import (
     PHONE_BEHAVIOUR,
@@ -31,7 +32,7 @@ from testbed.world import (
     read_route,
 )
 
-ROUTE_KEY = "route/g1"
+ROUTE_KEY = astdb.route_key(1)
 
 
 def snapshot(status_file: Path) -> dict[str, Any] | None:

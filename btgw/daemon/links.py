@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from btgw.bluez import acl
 from btgw.bluez.acl import HciTransport, LinkControl, Outcome, Signal, SupervisionResult
-from btgw.daemon.events import Event, fields
+from btgw.contracts.journal import Event, fields
 from btgw.errors import BtgwError
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,8 @@ from btgw.bluez.acl import HciTransport, KernelTransport, UnixTransport
 from btgw.bluez.client import BlueZClient
 from btgw.cliutil import state_path
 from btgw.config import GatewayConfig, config_path, load_config
+from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
 from btgw.daemon.links import LinkWatch
 from btgw.daemon.status import status_path
@@ -41,11 +43,6 @@ if TYPE_CHECKING:
 APPLY_RETRY_CAP_S = 60.0
 # A chan_mobile rebind deferred by a call is retried this often until it runs.
 DEFERRED_RETRY_S = 30.0
-
-HCI_SOCKETS_ENV = "BTGW_HCI_SOCKETS"
-"""A directory of Unix sockets (``hci<N>``, ``mgmt``) to use instead of the
-kernel's Bluetooth sockets: how the bench's simulated controller is reached.
-Unset on a gateway."""
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +69,7 @@ def load_state_or_rebuild(path: Path) -> State:
             "%s; moved it to %s and rebuilding it from btgw.toml and BlueZ",
             exc.message,
             aside,
-            extra={"BTGW_EVENT": "state_rebuilt"},
+            extra=fields(Event.STATE_REBUILT),
         )
         return State()
 
@@ -121,7 +118,7 @@ async def finish_apply(applier: Applier) -> None:
             result = await applier.apply()
         except ApplyError as exc:
             # Expected (Asterisk refused the files): the message says all.
-            log.error("%s", exc.message, extra={"BTGW_EVENT": "apply_failed"})  # noqa: TRY400
+            log.error("%s", exc.message, extra=fields(Event.APPLY_FAILED))  # noqa: TRY400
             return
         except AmiError as exc:
             attempt += 1
@@ -139,7 +136,7 @@ async def finish_apply(applier: Applier) -> None:
                 "start-up apply: wrote %d file(s), reloaded %s",
                 len(result.written),
                 ", ".join(m.value for m in result.reloaded) or "nothing",
-                extra={"BTGW_EVENT": "applied"},
+                extra=fields(Event.APPLIED),
             )
         if not result.deferred:
             return

@@ -13,11 +13,72 @@ import json
 import os
 import time
 
+from btgw.contracts.health import Health
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib: several ms each that ``btgw health`` need not pay
     from collections.abc import Mapping
     from pathlib import Path
-    from typing import Any, Final
+    from typing import Any, Final, NotRequired, TypedDict
+
+    # The JSON shape of ``status.json`` (version 1), for the type checker
+    # only: the daemon builds it with btgw.daemon.snapshot.Snapshot.to_json,
+    # readers index it.  A reader still uses .get(): the file may come from
+    # another btgw version.
+
+    class AmiJson(TypedDict):
+        state: str
+        error: str | None
+        boots_seen: int
+        events: int
+
+    class BlueZJson(TypedDict):
+        state: str
+
+    class AdapterJson(TypedDict):
+        address: str
+        hci: str
+        powered: bool
+        prepared: bool
+
+    class PhoneJson(TypedDict):
+        name: str
+        address: str
+        group: int
+        connected: bool | None
+        state: str | None
+        signal: int | None
+        battery: int | None
+        route: str | None
+        up: bool
+        recovery: str
+        recovery_attempt: int
+        # Link supervision (issue 10); absent from snapshots of older daemons.
+        tx_power: NotRequired[int | None]
+        link_timeout: NotRequired[float | None]
+        link_note: NotRequired[str | None]
+
+    class TrunkJson(TypedDict):
+        name: str
+        registered: bool | None
+
+    class SnapshotJson(TypedDict):
+        version: int
+        pid: int
+        started: float
+        heartbeat: float
+        ready: bool
+        health: str
+        health_code: int
+        summary: str
+        waiting_for_call: list[str]
+        ami: AmiJson
+        bluez: BlueZJson
+        adapters: list[AdapterJson]
+        phones: list[PhoneJson]
+        trunks: list[TrunkJson]
+        routes: dict[str, str]
+
 
 STATUS_ENV: Final = "BTGW_STATUS"
 DEFAULT_STATUS_PATH: Final = "/run/btgw/status.json"
@@ -29,8 +90,11 @@ HEARTBEAT_S: Final = 5.0
 STALE_S: Final = 3 * HEARTBEAT_S
 """Older than three missed heartbeats: the daemon is not running (or hung)."""
 
-OK, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
-HEALTH_NAMES: Final = {OK: "ok", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}
+# Plain ints, as the snapshot and the exit code carry them; the contract owns the numbers.
+OK, DEGRADED, DOWN, UNKNOWN = (
+    int(h) for h in (Health.OK, Health.DEGRADED, Health.DOWN, Health.UNKNOWN)
+)
+HEALTH_NAMES: Final[dict[int, str]] = {int(h): h.label for h in Health}
 
 
 def status_path(
@@ -46,7 +110,7 @@ def status_path(
     return value or DEFAULT_STATUS_PATH
 
 
-def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
+def write_snapshot(path: Path, snapshot: SnapshotJson) -> None:
     """Write atomically (temp file in the same directory, then rename): a
     reader never sees half a file.
 
@@ -79,7 +143,7 @@ def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
 class Reading:
     """What a reader concludes from the snapshot file."""
 
-    def __init__(self, snapshot: dict[str, Any] | None, code: int, line: str) -> None:
+    def __init__(self, snapshot: SnapshotJson | None, code: int, line: str) -> None:
         self.snapshot = snapshot
         self.code = code
         self.line = line
@@ -93,20 +157,25 @@ class Reading:
         }
 
 
+def _is_snapshot(value: object) -> bool:
+    return isinstance(value, dict) and value.get("version") == SNAPSHOT_VERSION
+
+
 def read(path: str | os.PathLike[str], now: float | None = None) -> Reading:
     """Judge the daemon from its snapshot: running or not, and its health."""
     now = time.time() if now is None else now
     try:
         with open(path, "rb") as f:  # json detects the encoding (the daemon writes ASCII)
-            snapshot = json.loads(f.read())
+            loaded: Any = json.loads(f.read())
     except FileNotFoundError:
         return Reading(None, DOWN, f"btgw is not running (no {path})")
     except PermissionError:
         return Reading(None, UNKNOWN, f"cannot read {path}: permission denied")
     except (OSError, ValueError) as exc:
         return Reading(None, UNKNOWN, f"cannot read {path}: {exc}")
-    if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
+    if not _is_snapshot(loaded):
         return Reading(None, UNKNOWN, f"{path} is not a btgw status snapshot")
+    snapshot: SnapshotJson = loaded
     age = now - float(snapshot.get("heartbeat", 0))
     if age > STALE_S:
         return Reading(
@@ -155,21 +224,25 @@ def _dbm(value: object) -> str:
     return "?" if value is None else f"{value}dBm"
 
 
-def _links(phones: list[dict[str, Any]]) -> list[str]:
+def _links(phones: list[PhoneJson]) -> list[str]:
     """The LINKS section: each link's supervision timeout and why it has it.
 
     The timeout bounds how long a phone that walked away still looks
     connected; a link on the 20 s default is worth a line of its own.
     """
-    rows = [p for p in phones if "link_note" in p]
+    rows = [p for p in phones if p.get("link_note") is not None]
     if not rows:
         return []  # a daemon from before link supervision
+
+    def timeout(p: PhoneJson) -> float | None:
+        return p.get("link_timeout")
+
     table = _table(
         ["name", "timeout", "signal", "tx power", "note"],
         [
             [
                 p["name"],
-                "?" if p.get("link_timeout") is None else f"{p['link_timeout']:g}s",
+                "?" if timeout(p) is None else f"{timeout(p):g}s",
                 _dbm(p.get("signal")),
                 _dbm(p.get("tx_power")),
                 str(p.get("link_note") or ""),
@@ -180,7 +253,7 @@ def _links(phones: list[dict[str, Any]]) -> list[str]:
     slow = [
         f"{p['name']} ({p.get('link_note')})"
         for p in rows
-        if p.get("link_timeout") is not None and p["link_timeout"] >= 20
+        if (seconds := timeout(p)) is not None and seconds >= 20
     ]
     out = ["", "LINKS (supervision timeout: how long a silent phone still looks connected)"]
     out += table
