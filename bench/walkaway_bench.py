@@ -136,6 +136,7 @@ async def measure(world: World, status_file: Path, rounds: int, want: float) -> 
     out["rounds"] = rounds
     out["link_timeout_s"] = want
     out["calls_reaching_trunk"] = len(samples)  # a call that did not is an error, not a number
+    out["samples"] = samples  # each round's figures, to read an outlier
     return out
 
 
