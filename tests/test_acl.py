@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from btgw.bluez import acl
-from btgw.bluez.acl import LinkControl, Outcome, Signal, UnixTransport
+from btgw.bluez.acl import KernelTransport, LinkControl, Outcome, Signal, UnixTransport
 from btgw.bluez.hci import BluetoothUnavailableError, hci_filter
+from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
+from btgw.daemon.run import hci_transport
 from testbed.radio import Radio, SimController
 from testbed.spec import AdapterSpec
 
@@ -103,3 +105,19 @@ def test_filter_lets_role_change_through() -> None:
     (mask,) = struct.unpack_from("<I", filt, 4)
     assert mask & (1 << 0x12) and mask & (1 << 0x0E) and mask & (1 << 0x0F)
     assert len(filt) == len(hci_filter())
+
+
+def test_transport_is_the_kernel_unless_the_bench_names_its_sockets(tmp_path: Path) -> None:
+    assert isinstance(hci_transport({}), KernelTransport)
+    bench = hci_transport({HCI_SOCKETS_ENV: str(tmp_path)})
+    assert isinstance(bench, UnixTransport) and bench.directory == tmp_path
+
+
+def test_kernel_without_bluetooth_is_a_clear_error() -> None:
+    # This machine's kernel has no Bluetooth (as CI): the error must say so.
+    if Path("/sys/class/bluetooth").exists():
+        pytest.skip("this kernel has Bluetooth")
+    for opener in (lambda: KernelTransport().open_hci(0), KernelTransport().open_mgmt):
+        with pytest.raises(BluetoothUnavailableError) as info:
+            opener()
+        assert "modprobe bluetooth" in info.value.hint
