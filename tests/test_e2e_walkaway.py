@@ -97,7 +97,7 @@ async def test_call_in_the_blind_window_reaches_the_trunk(
     world: World, walk_before_invite: float
 ) -> None:
     world.phone.sim.behaviour.answer_delay = 60.0  # the far end never picks up
-    trunk = world.trunk.mark()
+    trunk, events = world.trunk.mark(), world.mark()
     if walk_before_invite > 0:
         await world.phone.walk_away()
         await asyncio.sleep(walk_before_invite)
@@ -117,6 +117,10 @@ async def test_call_in_the_blind_window_reaches_the_trunk(
     finally:
         await call.close()
     await wait_route(world, "down", timeout=10)
+    # The mobile was tried (the route was still up): chan_mobile hung its
+    # channel up when the link was declared lost, and Dial said CHANUNAVAIL.
+    attempt = await world.wait_user_event("BtgwMobileAttempt", since=events, Number=NUMBER)
+    assert attempt.get("DialStatus") == "CHANUNAVAIL"
 
 
 async def test_call_in_progress_ends_cleanly_and_the_route_flips(world: World) -> None:
