@@ -172,8 +172,18 @@ def _status(op: int, status: int) -> bytes:
 class SimController:
     """Serves ``hci<N>`` for each adapter and ``mgmt`` in ``sock_dir``."""
 
-    def __init__(self, radio: Radio, adapters: list[AdapterSpec], sock_dir: Path) -> None:
+    def __init__(
+        self,
+        radio: Radio,
+        adapters: list[AdapterSpec],
+        sock_dir: Path,
+        *,
+        unsupported: frozenset[int] = frozenset(),
+    ) -> None:
         self.radio = radio
+        # Opcodes answered "Unknown HCI Command", as BlueZ's btdev (the
+        # real-stack VM's controller) answers the supervision timeout ones.
+        self.unsupported = unsupported
         self.adapters = adapters
         self.sock_dir = sock_dir
         self.voice: dict[str, int] = {a.mac: a.voice_setting for a in adapters}
@@ -262,6 +272,8 @@ class SimController:
         (op,) = struct.unpack_from("<H", packet, 1)
         params = packet[4:]
         self.commands.append((adapter.mac, op, params))
+        if op in self.unsupported:
+            return [_status(op, UNKNOWN_COMMAND)]
         if op == 0x080B:
             return await self._switch_role(adapter, params)
         return [self._command(adapter, op, params)]

@@ -129,3 +129,23 @@ async def test_no_controller_is_reported_once_not_raised(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "runs on 20 s" in warnings[0].getMessage()
     await watch.close()
+
+
+async def test_controller_without_the_command_keeps_its_own_timeout_and_says_so(
+    tmp_path: Path,
+) -> None:
+    # BlueZ's btdev, the real-stack VM's controller, answers both supervision
+    # timeout commands "Unknown HCI Command".
+    unsupported = frozenset({0x0C36, 0x0C37})
+    async with SimController(Radio(), [ADAPTER], tmp_path / "hci", unsupported=unsupported) as ctl:
+        ctl.radio.connect(PHONE, ADAPTER.mac)
+        watch = LinkWatch(3.0, UnixTransport(ctl.sock_dir))
+        watch.observe([view()])
+        await until(lambda: watch.row("mimovil")["link_note"].startswith("not set"))
+        row = watch.row("mimovil")
+        assert "Write_Link_Supervision_Timeout failed" in row["link_note"]
+        assert "0x01 Unknown HCI Command" in row["link_note"]
+        assert row["link_timeout"] is None
+        text = render_table(Reading({"version": 1, "phones": [{"name": "mimovil", **row}]}, 0, ""))
+        assert "on the controller default of 20 s: mimovil (not set:" in text
+        await watch.close()

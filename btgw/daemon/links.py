@@ -189,6 +189,7 @@ class LinkWatch:
         hint = getattr(exc, "hint", "")
         link.failures += 1
         link.note = f"not set: {message}"
+        link.result = None  # the link keeps the controller's own timeout (20 s by default)
         log.log(
             logging.WARNING if link.failures == 1 else logging.DEBUG,
             "phone %s: link supervision timeout not set: %s (%s); the link runs on 20 s",

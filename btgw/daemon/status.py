@@ -253,7 +253,8 @@ def _links(phones: list[PhoneJson]) -> list[str]:
     slow = [
         f"{p['name']} ({p.get('link_note')})"
         for p in rows
-        if (seconds := timeout(p)) is not None and seconds >= 20
+        if ((seconds := timeout(p)) is not None and seconds >= 20)
+        or str(p.get("link_note") or "").startswith("not set")
     ]
     out = ["", "LINKS (supervision timeout: how long a silent phone still looks connected)"]
     out += table
