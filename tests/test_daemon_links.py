@@ -17,6 +17,7 @@ import pytest
 
 from btgw.bluez.acl import UnixTransport
 from btgw.daemon.links import LinkView, LinkWatch
+from btgw.daemon.snapshot import PhoneStatus
 from btgw.daemon.status import Reading, render_table
 from testbed.radio import Radio, SimController
 from testbed.spec import AdapterSpec
@@ -98,7 +99,7 @@ async def test_phone_keeping_the_central_role_is_reported(
     assert "refused the role switch" in note
     assert any(getattr(r, "BTGW_EVENT", "") == "LINK_ON_DEFAULT_TIMEOUT" for r in caplog.records)
     snap = {"version": 1, "phones": [{"name": "mimovil", **watch.row("mimovil")}]}
-    text = render_table(Reading(snap, 0, "ok"))
+    text = render_table(Reading(snap, 0, "ok"))  # type: ignore[arg-type]
     assert "LINKS" in text
     assert "on the controller default of 20 s: mimovil (the phone is central" in text
     await watch.close()
@@ -146,6 +147,29 @@ async def test_controller_without_the_command_keeps_its_own_timeout_and_says_so(
         assert "Write_Link_Supervision_Timeout failed" in row["link_note"]
         assert "0x01 Unknown HCI Command" in row["link_note"]
         assert row["link_timeout"] is None
-        text = render_table(Reading({"version": 1, "phones": [{"name": "mimovil", **row}]}, 0, ""))
+        snap = {"version": 1, "phones": [{"name": "mimovil", **row}]}
+        text = render_table(Reading(snap, 0, ""))  # type: ignore[arg-type]
         assert "on the controller default of 20 s: mimovil (not set:" in text
         await watch.close()
+
+
+def phone_status(**links: float | str | None) -> PhoneStatus:
+    return PhoneStatus(
+        name="mimovil",
+        address=PHONE,
+        group=1,
+        connected=True,
+        state="Free",
+        route="up",
+        up=True,
+        recovery="none",
+        recovery_attempt=0,
+        **links,  # type: ignore[arg-type]
+    )
+
+
+def test_snapshot_carries_the_link_fields_only_when_links_are_watched() -> None:
+    assert "link_timeout" not in phone_status().to_json()
+    watched = phone_status(signal=-60, tx_power=4, link_timeout=3.0, link_note="set").to_json()
+    got = (watched["signal"], watched.get("tx_power"), watched.get("link_timeout"))
+    assert got == (-60, 4, 3.0)

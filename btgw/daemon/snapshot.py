@@ -50,7 +50,7 @@ class PhoneStatus:
     link_note: str | None = None  # how the link got its timeout, or why not
 
     def to_json(self) -> PhoneJson:
-        return {
+        out: PhoneJson = {
             "name": self.name,
             "address": self.address,
             "group": self.group,
@@ -62,10 +62,14 @@ class PhoneStatus:
             "up": self.up,
             "recovery": self.recovery,
             "recovery_attempt": self.recovery_attempt,
-            "tx_power": self.tx_power,
-            "link_timeout": self.link_timeout,
-            "link_note": self.link_note,
         }
+        # Link supervision (issue 10) adds keys to version 1, only when the
+        # daemon watches links: readers of the version 1 shape see no change.
+        if self.link_note is not None:
+            out["tx_power"] = self.tx_power
+            out["link_timeout"] = self.link_timeout
+            out["link_note"] = self.link_note
+        return out
 
 
 @dataclass(frozen=True, slots=True)
