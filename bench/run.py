@@ -9,7 +9,8 @@ the BlueZ simulator, SIPp, and the real ``btgw run`` as its own process.
 
 Sections (``--only`` picks some): apply (items 7, 8), cli (6), daemon
 (detection, return, footprint, firehose: 1, 3, 4, 5), failover (2), scale
-(detection with 1, 8, 16 phones: 8).
+(detection with 1, 8, 16 phones: 8), walkaway (a silent walk-away on btgw's
+link timeout and on the 20 s default: issue 10).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ PHONES = (1, 4, 8, 16)
 EXTENSIONS = (10, 100, 500)
 # (phones, extensions); 4 phones with 1 extension is the daemon section's gateway.
 SCALE_POINTS = ((1, 1), (8, 1), (16, 1), (4, 100), (4, 500))
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale")
+SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "walkaway")
 
 
 def machine() -> dict[str, Any]:
@@ -153,10 +154,25 @@ def section_scale(args: argparse.Namespace) -> dict[str, Any]:
     return {"points": rows}
 
 
+def section_walkaway(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import walkaway_bench  # noqa: PLC0415
+
+    rounds = 4 if args.quick else args.walkaway_rounds
+    default_rounds = 2 if args.quick else args.walkaway_default_rounds
+    print(
+        "\nwalkaway: the phone walks away silently, a call is placed 0.2 s later; "
+        "from the walk-away (what a person sees)"
+    )
+    r = asyncio.run(walkaway_bench.run(rounds, default_rounds, sys.stderr))
+    print(walkaway_bench.table(r))
+    return r
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "daemon": section_daemon,
     "failover": section_failover,
     "scale": section_scale,
+    "walkaway": section_walkaway,
 }
 
 
@@ -166,6 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-reps", type=int, default=5, help="repetitions per apply point")
     parser.add_argument("--drops", type=int, default=200, help="phone drops, quiet and loaded")
     parser.add_argument("--failover-reps", type=int, default=30, help="calls per failover case")
+    parser.add_argument(
+        "--walkaway-rounds", type=int, default=8, help="walk-aways on btgw's link timeout"
+    )
+    parser.add_argument(
+        "--walkaway-default-rounds",
+        type=int,
+        default=3,
+        help="walk-aways on the 20 s default (about 27 s each)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no curves")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}"

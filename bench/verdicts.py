@@ -25,6 +25,8 @@ FIREHOSE_CPU_PCT = 5.0
 FIREHOSE_EVENTS_PER_S = 2000.0
 FAILOVER_RATIO = 1.5
 SCALE_P95_MS = 50.0
+WALKAWAY_ROUTE_SLACK_S = 0.5  # walk-away -> route down: p99 <= link_timeout + this
+WALKAWAY_INVITE_SLACK_S = 1.0  # walk-away -> trunk INVITE: p99 <= link_timeout + this
 
 
 @dataclass(frozen=True)
@@ -218,12 +220,48 @@ def _scale(r: dict[str, Any]) -> list[Verdict]:
     ]
 
 
+def _walkaway(r: dict[str, Any]) -> list[Verdict]:
+    if "walkaway" not in r:
+        return []
+    w = r["walkaway"]
+    b, d, lt = w["btgw"], w["default"], w["link_timeout_s"]
+    placed = b["rounds"] + d["rounds"]
+    reached = b["calls_reaching_trunk"] + d["calls_reaching_trunk"]
+    return [
+        Verdict(
+            "9",
+            "walk-away → route down (from the walk-away)",
+            f"p99 ≤ link_timeout + {WALKAWAY_ROUTE_SLACK_S:g} s = "
+            f"{lt + WALKAWAY_ROUTE_SLACK_S:g} s",
+            f"p99 {b['route']['p99_ms'] / 1000:.2f} s over {b['rounds']} walk-aways "
+            f"(20 s default: {d['route']['p99_ms'] / 1000:.2f} s over {d['rounds']})",
+            b["route"]["p99_ms"] <= (lt + WALKAWAY_ROUTE_SLACK_S) * 1000,
+        ),
+        Verdict(
+            "9",
+            "walk-away → the waiting call's trunk INVITE",
+            f"p99 ≤ link_timeout + {WALKAWAY_INVITE_SLACK_S:g} s = "
+            f"{lt + WALKAWAY_INVITE_SLACK_S:g} s",
+            f"p99 {b['invite']['p99_ms'] / 1000:.2f} s",
+            b["invite"]["p99_ms"] <= (lt + WALKAWAY_INVITE_SLACK_S) * 1000,
+        ),
+        Verdict(
+            "9",
+            "calls placed in the blind window",
+            "every one reaches the trunk",
+            f"{reached} of {placed}",
+            placed > 0 and reached == placed,
+        ),
+    ]
+
+
 SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _daemon,
     _failover,
     _cli,
     _apply,
     _scale,
+    _walkaway,
 )
 
 

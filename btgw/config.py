@@ -152,6 +152,18 @@ def _check_number_type(value: object) -> object:
     return value
 
 
+def _check_link_timeout(value: float) -> float:
+    # 2 s is the floor of Apple's accessory guidelines: shorter drops a phone
+    # when its owner turns their head.  20 s is the controller's own default.
+    if not 2 <= value <= 20:
+        raise ValueError(
+            f"link_timeout = {value:g} is outside 2 to 20 seconds: below 2 phones drop "
+            "when their owner turns around, above 20 is longer than no setting at all; "
+            "use 3 (the default) unless the phones sit far from the gateway"
+        )
+    return value
+
+
 CountryCode = Annotated[str, AfterValidator(_check_country)]
 HomeCountry = Annotated[str, AfterValidator(_check_home_country)]
 BlockedType = Annotated[NumberType, BeforeValidator(_check_number_type)]
@@ -162,6 +174,7 @@ def _default_block() -> list[NumberType]:
     return ["premium"]
 
 
+LinkTimeout = Annotated[float, AfterValidator(_check_link_timeout)]
 Host = Annotated[str, AfterValidator(_check_host)]
 Match = Annotated[str, AfterValidator(_check_match)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -248,6 +261,8 @@ class BluetoothConfig(_Model):
 
     interval: int = Field(default=30, ge=5, le=600)
     """Seconds between chan_mobile's reconnect attempts ([general] interval)."""
+    link_timeout: LinkTimeout = 3.0
+    """Seconds of radio silence before a phone's link counts as lost (written on every link)."""
     storage_dir: Path = Path("/var/lib/bluetooth")
     """BlueZ's storage (link keys, SDP cache)."""
 

@@ -57,9 +57,10 @@ from testbed.hfp import (
     SmsSent,
     StoredSms,
 )
+from testbed.radio import Radio
 from testbed.sdp_server import SdpServer, phone_records, serve_sdp
 from testbed.shim import adapter_from_peer, dev_info_path, phone_peer_name
-from testbed.spec import PhoneSpec, rfcomm_path, sco_path, sdp_path
+from testbed.spec import PhoneSpec, lost_path, rfcomm_path, sco_path, sdp_path
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,15 @@ TONE_AMPLITUDE = 8000
 RX_AUDIO_CAP = 120 * SAMPLE_RATE * 2
 #: A frame whose peak is below this counts as silence.
 SILENCE_PEAK = 64
+#: HCI disconnection reason when the supervision timeout expires (Core Vol 1,
+#: Part F, 2.8); the shim turns it into the kernel's errno (ETIMEDOUT).
+CONNECTION_TIMEOUT = 0x08
 #: After AT+VGS chan_mobile sends AT+CMGF at once if it wants SMS; this long
 #: without it means its initialisation is over.
 INIT_SETTLE = 0.15
 DEFAULT_TIMEOUT = 10.0
+#: A link nobody set a supervision timeout on: 0x7D00 slots of 0.625 ms.
+DEFAULT_SUPERVISION_S = 0x7D00 * 0.000625
 
 
 class PhoneError(BtgwError):
@@ -105,6 +111,10 @@ class PhoneBehaviour:
     sco_at_dialing: bool = True
     tone_hz: int = 400
     sdp_chunk: int = 48  # bytes per SDP response before continuation
+    # Many phones ask to become central of every link (iPhones do): then the
+    # gateway's controller refuses to set the link's supervision timeout.
+    takes_central: bool = False
+    refuses_role_switch: bool = False  # and will not give the role back
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ class PhoneState:
     roaming: bool
     sco_up: bool
     audio: AudioStats
+    silent: bool = False  # walked away: the link is up but carries nothing
 
 
 @dataclass
@@ -151,6 +162,7 @@ class _Link:
     slc: bool = False
     ready: bool = False
     vgs_answered: bool = False
+    silent: bool = False  # walked away: nothing crosses the link either way
 
 
 def tone_pattern(hz: int) -> bytes:
@@ -198,8 +210,12 @@ class SimPhone:
         adapter_mac_for_sco: str | None = None,
         *,
         behaviour: PhoneBehaviour | None = None,
+        radio: Radio | None = None,
     ) -> None:
         self.spec = spec
+        # The ACL links the controllers see; None: links have the default
+        # 20 s supervision timeout and nobody can change it.
+        self.radio = radio
         self.sock_dir = sock_dir
         # A copy: set_dial_outcome() and friends change this phone only.
         self.behaviour = dataclasses.replace(behaviour) if behaviour else PhoneBehaviour()
@@ -269,6 +285,7 @@ class SimPhone:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         dev_info_path(self.sock_dir, self.spec.mac).unlink(missing_ok=True)
+        lost_path(self.sock_dir, self.spec.mac).unlink(missing_ok=True)
         self._started = False
         self._notify()
 
@@ -348,6 +365,15 @@ class SimPhone:
             )
             link = _Link(conn, adapter, ag)
             self._link = link
+            # A new link: the last one's loss reason no longer applies.
+            lost_path(self.sock_dir, self.spec.mac).unlink(missing_ok=True)
+            if self.radio is not None and adapter is not None:
+                self.radio.connect(
+                    self.spec.mac,
+                    adapter,
+                    phone_central=self.behaviour.takes_central,
+                    refuses_role_switch=self.behaviour.refuses_role_switch,
+                )
             self._links_accepted += 1
             self._last_adapter = adapter
             link.reader = asyncio.create_task(self._read_link(link))
@@ -365,6 +391,8 @@ class SimPhone:
                     break
                 if not data:
                     break
+                if link.silent:
+                    continue  # the radio accepted it; it never reaches the phone
                 self._sync_settings()
                 link.ag.receive(data)
                 self._pump(link)
@@ -397,6 +425,8 @@ class SimPhone:
         self._ring_task = self._settle_task = None
         await self._stop_sco()
         link.sock.close()
+        if self.radio is not None:
+            self.radio.disconnect(self.spec.mac)
         self._notify()
 
     async def _close_link(self) -> None:
@@ -415,7 +445,7 @@ class SimPhone:
     def _pump(self, link: _Link) -> None:
         """Queue what the AG wants sent and act on what it reports."""
         data = link.ag.data_to_send()
-        if data:
+        if data and not link.silent:
             link.tx += data
             link.tx_wakeup.set()
         for event in link.ag.events():
@@ -571,6 +601,8 @@ class SimPhone:
                 due = int((loop.time() - start) / FRAME_PERIOD) + 1
                 if due - sent > TX_MAX_BURST:
                     sent = due - 1  # the radio does not queue late audio
+                if self._link is not None and self._link.silent:
+                    sent = due  # out of range: the frames never leave the phone
                 while sent < due:
                     offset = (sent % frames_in_pattern) * SCO_FRAME_BYTES
                     await loop.sock_sendall(sock, pattern[offset : offset + SCO_FRAME_BYTES])
@@ -589,6 +621,8 @@ class SimPhone:
                 return
             if not frame:
                 return  # chan_mobile closed the audio connection
+            if self._link is not None and self._link.silent:
+                continue  # sent into a link that no longer reaches the phone
             self._rx_frames += 1
             if frame_peak(frame) >= SILENCE_PEAK:
                 self._rx_nonsilent += 1
@@ -718,6 +752,58 @@ class SimPhone:
             await self._close_sdp()
             log.info("%s out of range", self._prefix)
 
+    async def walk_away(self) -> float:
+        """Walk out of range silently, as with a real radio; returns the seconds
+        until the link is declared lost.
+
+        At once: the link stops carrying data both ways (chan_mobile's writes
+        are accepted and vanish, nothing arrives, SCO goes quiet) and new
+        connects fail as page timeouts.  Only when the link's supervision
+        timeout expires (the value in force on this link in :attr:`radio`,
+        20 s when nobody set one) do both ends learn of it: the link closes
+        with reason 0x08 Connection Timeout, which chan_mobile reads through
+        the shim as ETIMEDOUT.  Without a link this is :meth:`out_of_range`.
+        """
+        link = self._link
+        await self._close_rf()
+        await self._close_sdp()
+        if link is None:
+            log.info("%s out of range (no link)", self._prefix)
+            return 0.0
+        if self.radio is not None:
+            timeout = self.radio.supervision_timeout(self.spec.mac)
+        else:
+            timeout = DEFAULT_SUPERVISION_S
+        link.silent = True
+        for task in (self._ring_task, self._settle_task):
+            if task is not None:
+                task.cancel()
+        self._ring_task = self._settle_task = None
+        log.info("%s walked away: link silent, lost in %.3f s", self._prefix, timeout)
+        self._notify()
+
+        async def expire() -> None:
+            await asyncio.sleep(timeout)
+            if self._link is link:
+                await self._supervision_expired(link)
+
+        task = asyncio.create_task(expire())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+        return timeout
+
+    async def _supervision_expired(self, link: _Link) -> None:
+        # The reason first: the shim reads it when chan_mobile sees the close.
+        lost_path(self.sock_dir, self.spec.mac).write_text(f"0x{CONNECTION_TIMEOUT:02x}\n")
+        await self._link_gone(link, "supervision timeout: connection timeout 0x08")
+
+    def hang_up_on_handset(self) -> None:
+        """The owner ends, on the phone itself, a call that went on without a
+        link (one dialled before a walk-away): the next link starts idle."""
+        if self._link is None and self._offline_call[0] is not CallState.IDLE:
+            self._offline_call = (CallState.IDLE, "")
+            self._notify()
+
     async def back_in_range(self) -> None:
         """Come back: connects succeed again (chan_mobile retries every interval)."""
         self._open_sdp()
@@ -756,6 +842,7 @@ class SimPhone:
             roaming=self._roaming,
             sco_up=self._sco_up,
             audio=self.audio,
+            silent=bool(link and link.silent),
         )
 
     @property
@@ -953,6 +1040,7 @@ def _commands() -> dict[str, Handler]:
         "set_battery": lambda p, a: _sync(p.set_battery(_arg(a, "level", int))),
         "set_roaming": lambda p, a: _sync(p.set_roaming(_arg(a, "roaming", bool))),
         "drop_link": lambda p, a: p.drop_link(),
+        "walk_away": lambda p, a: p.walk_away(),
         "out_of_range": lambda p, a: p.out_of_range(_arg(a, "refuse", bool, True)),
         "back_in_range": lambda p, a: p.back_in_range(),
         "refuse_connections": lambda p, a: p.refuse_connections(_arg(a, "refuse", bool, True)),

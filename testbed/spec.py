@@ -58,6 +58,12 @@ def sco_path(sock_dir: Path, adapter_mac: str) -> Path:
     return sock_dir / f"sco-{mac_key(adapter_mac)}"
 
 
+def lost_path(sock_dir: Path, phone_mac: str) -> Path:
+    """Text file holding the HCI reason (``0x08``) the phone's last link was
+    lost with; the shim reports a closed link with that reason's errno."""
+    return sock_dir / f"lost-{mac_key(phone_mac)}"
+
+
 def sdp_path(sock_dir: Path, phone_mac: str) -> Path:
     """Seqpacket socket a phone answers SDP requests on (L2CAP PSM 1)."""
     return sock_dir / f"sdp-{mac_key(phone_mac)}"

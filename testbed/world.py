@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import sys
@@ -31,6 +32,7 @@ from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
 from btgw.config import GatewayConfig, parse_config
 from btgw.contracts import astdb
+from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
 from btgw.errors import BtgwError
 from btgw.render import Sources
 from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
@@ -47,6 +49,7 @@ from testbed.bluez import World as Air
 from testbed.dbus import PrivateBus
 from testbed.hfp import CallState, DialOutcome
 from testbed.phone import PhoneBehaviour, PhoneState, SimPhone
+from testbed.radio import Radio, SimController
 from testbed.shim import build_shim, shimmed_asterisk
 from testbed.sipp import Answerer, SipEndpoint, SipPhone
 from testbed.spec import AdapterSpec, PhoneSpec
@@ -85,6 +88,7 @@ class WorldOptions:
     # PJSIP's T1 in ms (None: Asterisk's 500).  Timer B, how long an INVITE to
     # a silent peer (a dead trunk) is retried, is 64 * T1: 32 s by default.
     sip_timer_t1: int | None = None
+    link_timeout: float | None = None  # [bluetooth] link_timeout (None: btgw's default)
 
 
 def world_config(
@@ -95,6 +99,7 @@ def world_config(
     config_port: int | None = None,
     interval: int = 5,
     word: str | None = None,
+    link_timeout: float | None = None,
 ) -> str:
     """btgw.toml for the simulated world: the README's scenario on loopback."""
     word = word or secrets.token_hex(8)
@@ -105,6 +110,7 @@ def world_config(
         + f"""
 [bluetooth]
 interval = {interval}
+{"" if link_timeout is None else f"link_timeout = {link_timeout:g}"}
 
 [[adapters]]
 id = "dongle1"
@@ -182,6 +188,7 @@ class WorldPhone:
     def __init__(self, sim: SimPhone, air: RemoteDevice | None) -> None:
         self.sim = sim
         self.air = air
+        self._walked: asyncio.Task[None] | None = None
 
     def ring(self, number: str, name: str | None = None) -> None:
         """A call arrives on the mobile from ``number``."""
@@ -202,8 +209,27 @@ class WorldPhone:
             self.air.out_of_range()
         await self.sim.out_of_range()
 
+    async def walk_away(self) -> float:
+        """Walk away as with real radios: the link goes silent at once and is
+        declared lost (chan_mobile reads ETIMEDOUT, BlueZ shows Connected
+        false) only when its supervision timeout expires; returns that
+        timeout in seconds."""
+        timeout = await self.sim.walk_away()
+        if self.air is not None:
+            air = self.air
+
+            async def lost() -> None:
+                await asyncio.sleep(timeout)
+                air.out_of_range()
+
+            self._walked = asyncio.create_task(lost())
+        return timeout
+
     async def back_in_range(self) -> None:
         """Come back: BlueZ can page it and chan_mobile reconnects."""
+        if self._walked is not None:
+            self._walked.cancel()
+            self._walked = None
         if self.air is not None:
             self.air.back_in_range()
         await self.sim.back_in_range()
@@ -256,6 +282,10 @@ class World:
         self._pbx: AsteriskInstance | None = None
         self._config: GatewayConfig | None = None
         self.apply_result: ApplyResult | None = None
+        self.radio = Radio()
+        """The ACL links: handles, roles, supervision timeouts (testbed.radio)."""
+        self.controller: SimController | None = None
+        """The adapter's controller as btgw's raw HCI sees it (``hci_sockets``)."""
 
     def _say(self, line: str) -> None:
         if self._out is not None:
@@ -290,6 +320,11 @@ class World:
     @property
     def ami(self) -> AmiConnection:
         return _started(self._ami, "AMI")
+
+    @property
+    def hci_sockets(self) -> Path:
+        """Where the simulated controller serves btgw (``BTGW_HCI_SOCKETS``)."""
+        return self.base / "hci"
 
     @property
     def config_path(self) -> Path:
@@ -351,6 +386,7 @@ class World:
                 trunk_port=trunk_port,
                 config_port=opts.config_port,
                 interval=opts.interval,
+                link_timeout=opts.link_timeout,
             )
         )
         config = parse_config(cfg_path.read_text(), cfg_path)
@@ -404,7 +440,11 @@ class World:
             await bluez.start()
             stack.push_async_callback(bluez.stop)
             self.bluez = bluez
-        sim = SimPhone(PHONE, sock_dir, behaviour=PHONE_BEHAVIOUR)
+        controller = SimController(self.radio, [ADAPTER], self.hci_sockets)
+        await controller.start()
+        stack.push_async_callback(controller.stop)
+        self.controller = controller
+        sim = SimPhone(PHONE, sock_dir, behaviour=PHONE_BEHAVIOUR, radio=self.radio)
         await sim.start()
         stack.push_async_callback(sim.stop)
         self._phone = WorldPhone(sim, air.phone(PHONE.mac) if self.options.bluez else None)
@@ -646,6 +686,7 @@ async def btgw_run_process(
     log_path: Path,
     extra: Sequence[str] = (),
     prefix: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """The real ``btgw run`` as its own process (``prefix`` wraps the
     command), its output in ``log_path``; on exit SIGTERM, and SIGKILL if it
@@ -666,7 +707,10 @@ async def btgw_run_process(
     ]
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT
+            *argv,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
     try:
         yield proc
@@ -687,7 +731,11 @@ async def daemon_process(world: World, status_file: Path, out: TextIO) -> AsyncI
     extra = ["--bus-address", world.bus_address] if world.bus_address else ["--no-bluez"]
     log_path = world.base / "btgw-run.log"
     state = world.base / "state.json"
-    async with btgw_run_process(world.config_path, state, status_file, log_path, extra) as proc:
+    # btgw's raw HCI and management sockets reach the simulated controller.
+    env = {HCI_SOCKETS_ENV: str(world.hci_sockets)}
+    async with btgw_run_process(
+        world.config_path, state, status_file, log_path, extra, env=env
+    ) as proc:
         print(
             f"world: btgw run started (pid {proc.pid}), its log: {log_path}",
             file=out,

@@ -205,3 +205,18 @@ def test_locator_handles_nested_tables_and_arrays():
     assert loc.line_of(("c", 1, "z")) == 8
     assert loc.line_of(("c", 1, "d", "w")) == 10
     assert loc.line_of(("c", 0, "missing")) == 5
+
+
+def test_link_timeout_defaults_to_3_and_is_bounded_with_a_fix():
+    assert make_config().bluetooth.link_timeout == 3.0
+    for bad in (1.5, 25):
+        data = config_dict()
+        data.setdefault("bluetooth", {})["link_timeout"] = bad
+        text = to_toml(data)
+        err = error_of(data)
+        line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("link_timeout"))
+        assert f"btgw.toml:{line}: bluetooth.link_timeout: link_timeout = {bad:g}" in err.message
+        assert "use 3 (the default)" in err.message
+    data = config_dict()
+    data.setdefault("bluetooth", {})["link_timeout"] = 2
+    assert parse_config(to_toml(data), Path("btgw.toml")).bluetooth.link_timeout == 2.0

@@ -304,6 +304,8 @@ _COMMAND_NAMES: Final[dict[int, str]] = {
     OP_WRITE_CLASS_OF_DEV: "Write_Class_Of_Device",
     OP_READ_VOICE_SETTING: "Read_Voice_Setting",
     OP_WRITE_VOICE_SETTING: "Write_Voice_Setting",
+    0x0C36: "Read_Link_Supervision_Timeout",  # used by btgw.bluez.acl
+    0x0C37: "Write_Link_Supervision_Timeout",
 }
 
 

@@ -1,8 +1,14 @@
-"""The one form of a Bluetooth address btgw stores, compares and logs."""
+"""The one form of a Bluetooth address btgw stores, compares and logs; and
+where btgw's raw HCI goes when it is not the kernel."""
 
 from __future__ import annotations
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+
+HCI_SOCKETS_ENV = "BTGW_HCI_SOCKETS"
+"""A directory of Unix sockets (``hci<N>``, ``mgmt``) btgw run uses instead of
+the kernel's Bluetooth sockets: how the bench's simulated controller
+(testbed/radio.py) is reached.  Unset on a gateway."""
 
 
 def normalise_mac(mac: str, *, separators: str = ":-_") -> str:

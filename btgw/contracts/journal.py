@@ -47,6 +47,14 @@ class Event(Enum):
         "b792d50957dc4f02a8f6a67eb8d63ff4",
         "An adapter was powered and prepared for hands-free audio",
     )
+    LINK_TIMEOUT_SET = (
+        "378e343a4fee492c98d4006e09a10f61",
+        "A phone link's supervision timeout was written and read back",
+    )
+    LINK_ON_DEFAULT_TIMEOUT = (
+        "04aaf15c17884d42803a78c485e92367",
+        "A phone link runs on the 20 s default supervision timeout (refused or failed)",
+    )
     # -- the daemon: Asterisk ---------------------------------------------------
     ASTERISK_CONNECTED = ("d25912b7269f4ce19a27ce23d22cc06f", "The daemon is connected to AMI")
     ASTERISK_LOST = ("07f001e0ae1c425892722aac9ac06283", "The daemon lost its AMI connection")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -19,11 +20,14 @@ from typing import TYPE_CHECKING
 
 from btgw.asterisk.ami import AmiError, connector
 from btgw.asterisk.apply import Applier, ApplyError
+from btgw.bluez.acl import HciTransport, KernelTransport, UnixTransport
 from btgw.bluez.client import BlueZClient
 from btgw.cliutil import state_path
 from btgw.config import GatewayConfig, config_path, load_config
+from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
+from btgw.daemon.links import LinkWatch
 from btgw.daemon.status import status_path
 from btgw.daemon.supervisor import LiveEffects, Supervisor
 from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_interval
@@ -41,6 +45,12 @@ APPLY_RETRY_CAP_S = 60.0
 DEFERRED_RETRY_S = 30.0
 
 log = logging.getLogger(__name__)
+
+
+def hci_transport(env: dict[str, str] | None = None) -> HciTransport:
+    """The kernel's HCI sockets, or the directory ``$BTGW_HCI_SOCKETS`` names."""
+    directory = (os.environ if env is None else env).get(HCI_SOCKETS_ENV)
+    return UnixTransport(Path(directory)) if directory else KernelTransport()
 
 
 def load_state_or_rebuild(path: Path) -> State:
@@ -142,6 +152,7 @@ async def serve(
     use_bluez: bool = True,
     notifier: Notifier | None = None,
     startup_apply: Applier | None = None,
+    transport: HciTransport | None = None,
 ) -> None:
     """The daemon's body; returns after a stop signal, with everything closed."""
     notifier = notifier or Notifier()
@@ -158,6 +169,9 @@ async def serve(
         await client.start()
         return client
 
+    links = LinkWatch(
+        config.bluetooth.link_timeout, transport or hci_transport(), on_change=changed
+    )
     supervisor = Supervisor(
         config,
         state,
@@ -166,6 +180,7 @@ async def serve(
         notifier=notifier,
         status_path=Path(status_file) if status_file else None,
         connect_bluez=connect_bluez if use_bluez else None,
+        links=links,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -43,11 +43,14 @@ class PhoneStatus:
     up: bool
     recovery: str  # the recovery step the phone is on ("none" when healthy)
     recovery_attempt: int
-    signal: int | None = None  # chan_mobile does not report it over AMI
-    battery: int | None = None  # nor this
+    signal: int | None = None  # RSSI in dBm, from the kernel (chan_mobile does not say)
+    battery: int | None = None  # chan_mobile does not report it over AMI
+    tx_power: int | None = None  # dBm, from the kernel with the RSSI
+    link_timeout: float | None = None  # the link's supervision timeout, read back
+    link_note: str | None = None  # how the link got its timeout, or why not
 
     def to_json(self) -> PhoneJson:
-        return {
+        out: PhoneJson = {
             "name": self.name,
             "address": self.address,
             "group": self.group,
@@ -60,6 +63,13 @@ class PhoneStatus:
             "recovery": self.recovery,
             "recovery_attempt": self.recovery_attempt,
         }
+        # Link supervision (issue 10) adds keys to version 1, only when the
+        # daemon watches links: readers of the version 1 shape see no change.
+        if self.link_note is not None:
+            out["tx_power"] = self.tx_power
+            out["link_timeout"] = self.link_timeout
+            out["link_note"] = self.link_note
+        return out
 
 
 @dataclass(frozen=True, slots=True)

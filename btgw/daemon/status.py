@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib: several ms each that ``btgw health`` need not pay
     from collections.abc import Mapping
     from pathlib import Path
-    from typing import Any, Final, TypedDict
+    from typing import Any, Final, NotRequired, TypedDict
 
     # The JSON shape of ``status.json`` (version 1), for the type checker
     # only: the daemon builds it with btgw.daemon.snapshot.Snapshot.to_json,
@@ -53,6 +53,10 @@ if TYPE_CHECKING:  # typing and pathlib: several ms each that ``btgw health`` ne
         up: bool
         recovery: str
         recovery_attempt: int
+        # Link supervision (issue 10); absent from snapshots of older daemons.
+        tx_power: NotRequired[int | None]
+        link_timeout: NotRequired[float | None]
+        link_note: NotRequired[str | None]
 
     class TrunkJson(TypedDict):
         name: str
@@ -215,6 +219,50 @@ def _registration(value: object) -> str:
     return "registered" if value else "not registered"
 
 
+def _dbm(value: object) -> str:
+    # One word, so the PHONES table still splits on whitespace.
+    return "?" if value is None else f"{value}dBm"
+
+
+def _links(phones: list[PhoneJson]) -> list[str]:
+    """The LINKS section: each link's supervision timeout and why it has it.
+
+    The timeout bounds how long a phone that walked away still looks
+    connected; a link on the 20 s default is worth a line of its own.
+    """
+    rows = [p for p in phones if p.get("link_note") is not None]
+    if not rows:
+        return []  # a daemon from before link supervision
+
+    def timeout(p: PhoneJson) -> float | None:
+        return p.get("link_timeout")
+
+    table = _table(
+        ["name", "timeout", "signal", "tx power", "note"],
+        [
+            [
+                p["name"],
+                "?" if timeout(p) is None else f"{timeout(p):g}s",
+                _dbm(p.get("signal")),
+                _dbm(p.get("tx_power")),
+                str(p.get("link_note") or ""),
+            ]
+            for p in rows
+        ],
+    )
+    slow = [
+        f"{p['name']} ({p.get('link_note')})"
+        for p in rows
+        if ((seconds := timeout(p)) is not None and seconds >= 20)
+        or str(p.get("link_note") or "").startswith("not set")
+    ]
+    out = ["", "LINKS (supervision timeout: how long a silent phone still looks connected)"]
+    out += table
+    if slow:
+        out.append(f"on the controller default of 20 s: {', '.join(slow)}")
+    return out
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -266,7 +314,7 @@ def render_table(reading: Reading, now: float | None = None) -> str:
                     str(p.get("group", "")),
                     _yes(p.get("connected")),
                     p.get("state") or "?",
-                    "?" if p.get("signal") is None else str(p["signal"]),
+                    _dbm(p.get("signal")),
                     "?" if p.get("battery") is None else str(p["battery"]),
                     p.get("route") or "?",
                     p.get("recovery") or "none",
@@ -289,6 +337,7 @@ def render_table(reading: Reading, now: float | None = None) -> str:
             ],
         ),
     ]
+    out += _links(snap.get("phones") or [])
     waiting = snap.get("waiting_for_call") or []
     if waiting:
         out += ["", f"waiting for calls to end: {', '.join(waiting)}"]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from btgw.asterisk.mobile import MobileState
 from btgw.bluez.client import BlueZClient
 from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
 from btgw.bluez.manager import BlueZState
@@ -28,6 +29,7 @@ from btgw.contracts.chan_mobile import matches_id
 from btgw.contracts.health import Health
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import AmiWatcher
+from btgw.daemon.links import LinkView, LinkWatch
 from btgw.daemon.reconcile import (
     Action,
     AdapterSeen,
@@ -182,8 +184,10 @@ class Supervisor:
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         heartbeat: float = HEARTBEAT_S,
+        links: LinkWatch | None = None,
     ) -> None:
         self.config = config
+        self.links = links
         self.state = state
         self.watcher = watcher
         self.effects = effects
@@ -325,7 +329,37 @@ class Supervisor:
         deferred: set[str] = set()
         for action in actions:
             await self._act(action, deferred)
+        if self.links is not None:
+            self.links.observe(self._link_views(observed))
         return actions
+
+    def _link_views(self, observed: Observed) -> list[LinkView]:
+        """Each phone's link as BlueZ and chan_mobile show it, for :class:`LinkWatch`."""
+        client = self.bluez
+        hci_of: dict[str, int] = {}
+        if client is not None and client.state is BlueZState.RUNNING:
+            for a in client.adapters():
+                with contextlib.suppress(ValueError):
+                    hci_of[a.address.upper()] = int(a.hci.removeprefix("hci"))
+        rows = {r.id: r for r in observed.mobile or ()}
+        views = []
+        for p in self.config.phones:
+            learned = self.state.phones.get(p.name)
+            adapter = (learned.adapter or "").upper() if learned else ""
+            row = rows.get(p.name[:15])
+            seen = observed.phones.get(p.address.upper())
+            views.append(
+                LinkView(
+                    name=p.name,
+                    address=p.address,
+                    hci=hci_of.get(adapter),
+                    bluez_connected=bool(seen and seen.connected),
+                    mobile_connected=bool(row and row.connected),
+                    # chan_mobile's Busy: a call is up on this phone.
+                    in_call=bool(row and row.state is MobileState.BUSY),
+                )
+            )
+        return views
 
     async def _act(self, action: Action, deferred: set[str]) -> None:
         try:
@@ -449,6 +483,7 @@ class Supervisor:
                     up=phone_up(row),
                     recovery=track.step.value,
                     recovery_attempt=track.attempt,
+                    **(self.links.row(p.name) if self.links is not None else {}),
                 )
             )
         client = self.bluez
@@ -532,6 +567,8 @@ class Supervisor:
     async def _shutdown(self) -> None:
         self.notifier.stopping()
         await self.watcher.stop()
+        if self.links is not None:
+            await self.links.close()
         if self._link is not None:
             await self._link.stop()
         if self.status_path is not None:

@@ -44,6 +44,8 @@
  *                     sdp_connect and any L2CAP connect to PSM 1 land here).
  *                     Its existence also means "the phone is in range":
  *                     hci_inquiry lists these phones.
+ *   lost-<PHONE>      optional text file, "0x08": the HCI reason the phone's
+ *                     last link was lost with (see "Errors" below).
  *   dev-<PHONE>       optional text file, "name=Pixel 7" and
  *                     "class=0x5a020c" lines, for hci_inquiry and
  *                     hci_read_remote_name.
@@ -73,6 +75,13 @@
  *     chan_mobile's AT reader returns AT_UNKNOWN and its monitor thread spins
  *     on a readable socket instead of dropping the link.
  *   - write() and send() never raise SIGPIPE; a closed peer gives ECONNRESET.
+ *   - a link the controller declared lost reads (and writes) as the errno the
+ *     kernel's bt_to_errno() gives for the HCI disconnection reason, not as
+ *     ECONNRESET.  The phone simulator writes the reason, "0x08" for
+ *     Connection Timeout (the supervision timeout expired), to lost-<PHONE>
+ *     before it closes its end; 0x08 reads as ETIMEDOUT, what chan_mobile
+ *     got from the real kernel on the real-stack VM.  The file stays until
+ *     the phone's next link comes up (the simulator removes it then).
  *   - sdp_connect to BDADDR_LOCAL fails with ENOENT, as without bluetoothd
  *     --compat (chan_mobile then logs a warning and carries on).  To a phone,
  *     it returns a real libbluetooth session whose socket is connected to
@@ -1238,20 +1247,77 @@ int close(int fd)
 	return bs_real_close()(fd);
 }
 
-/* A Bluetooth link whose peer went away fails with ECONNRESET; a Unix socket
- * just reads end of file.  Only connected shim sockets are translated. */
+/* The kernel's bt_to_errno() (net/bluetooth/lib.c) for the HCI disconnection
+ * reasons a lost link can come with.  0x08, Connection Timeout, is the link
+ * supervision timeout expiring: a phone that walked out of range. */
+static int bs_bt_to_errno(unsigned code)
+{
+	switch (code) {
+	case 0x04: /* Page Timeout */
+		return EHOSTDOWN;
+	case 0x08: /* Connection Timeout */
+	case 0x10: /* Connection Accept Timeout Exceeded */
+		return ETIMEDOUT;
+	case 0x13: /* Remote User Terminated Connection */
+	case 0x14: /* Remote Device Terminated due to Low Resources */
+	case 0x15: /* Remote Device Terminated due to Power Off */
+		return ECONNRESET;
+	case 0x16: /* Connection Terminated By Local Host */
+		return ECONNABORTED;
+	default:
+		return ENOSYS;
+	}
+}
+
+/* The errno for a closed link to `remote`: the lost-<PHONE> reason if the
+ * controller declared the link lost, else a reset (the peer disconnected). */
+static int bs_link_errno(const bdaddr_t *remote)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+	char text[32] = "";
+	unsigned code;
+	FILE *f;
+
+	if (bs_path_addr(&sa, &len, "lost-", remote, "") < 0)
+		return ECONNRESET;
+	f = fopen(sa.sun_path, "re");
+	if (!f)
+		return ECONNRESET;
+	if (!fgets(text, sizeof(text), f) || sscanf(text, "%x", &code) != 1)
+		code = 0x13;
+	fclose(f);
+	return bs_bt_to_errno(code);
+}
+
+/* A Bluetooth link whose peer went away fails with an errno (ECONNRESET, or
+ * the reason's errno for a lost link); a Unix socket just reads end of file.
+ * Only connected shim sockets are translated. */
 static ssize_t bs_eof_is_reset(int fd, ssize_t r, size_t n)
 {
 	struct bs_fd *e;
+	int err;
 
 	if (r != 0 || n == 0)
 		return r;
 	e = bs_lookup(fd);
 	if (!e || e->kind == BS_HCI || e->listening)
 		return r;
-	bs_log("read(%d): peer closed -> ECONNRESET", fd);
-	errno = ECONNRESET;
+	err = bs_link_errno(&e->remote);
+	bs_log("read(%d): peer closed -> %s", fd, strerror(err));
+	errno = err;
 	return -1;
+}
+
+/* EPIPE from a Unix socket: the link is gone, reported as reading would. */
+static void bs_epipe_is_reset(int fd)
+{
+	struct bs_fd *e;
+
+	if (errno != EPIPE)
+		return;
+	e = bs_lookup(fd);
+	errno = e ? bs_link_errno(&e->remote) : ECONNRESET;
 }
 
 ssize_t read(int fd, void *buf, size_t n)
@@ -1281,8 +1347,8 @@ ssize_t write(int fd, const void *buf, size_t n)
 	if (!bs_lookup(fd))
 		return bs_real_write()(fd, buf, n);
 	r = bs_real_send()(fd, buf, n, MSG_NOSIGNAL);
-	if (r < 0 && errno == EPIPE)
-		errno = ECONNRESET;
+	if (r < 0)
+		bs_epipe_is_reset(fd);
 	return r;
 }
 
@@ -1293,8 +1359,8 @@ ssize_t send(int fd, const void *buf, size_t n, int flags)
 	if (fd < 0 || fd >= BS_MAX_FDS || g_fds[fd].kind == BS_NONE || !bs_lookup(fd))
 		return bs_real_send()(fd, buf, n, flags);
 	r = bs_real_send()(fd, buf, n, flags | MSG_NOSIGNAL);
-	if (r < 0 && errno == EPIPE)
-		errno = ECONNRESET;
+	if (r < 0)
+		bs_epipe_is_reset(fd);
 	return r;
 }
 
