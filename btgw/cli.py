@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse  # noqa: PLC0415 - see the module docstring
 
     from btgw.pairing.cli import register as register_pairing  # noqa: PLC0415 - likewise
+    from btgw.provision.cli import register as register_provision  # noqa: PLC0415 - likewise
 
     parser = argparse.ArgumentParser(
         prog="btgw",
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", f"{_COMMANDS}:cmd_check", "validate btgw.toml and say what it defines")
     register_pairing(add)
     register_daemon(add)
+    register_provision(add)
     add(
         "doctor",
         f"{_COMMANDS}:cmd_doctor",
