@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         "write the generated Asterisk files to a folder, touching nothing else",
     )
     p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument(
+        "--nftables",
+        action="store_true",
+        help="also write btgw.nft: an nftables table for SIP, RTP and AMI (nft -f btgw.nft)",
+    )
     p = add(
         "apply",
         f"{_COMMANDS}:cmd_apply",

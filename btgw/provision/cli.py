@@ -36,6 +36,12 @@ def register(add: AddCommand) -> None:
     p.add_argument("--arch", default="", help="dpkg architecture of the target (amd64, arm64)")
     p.add_argument("--mirror", default="", help="Debian mirror for the Asterisk root")
     p.add_argument(
+        "--firewall",
+        action="store_true",
+        help="also install the nftables table for SIP, RTP and AMI (refused if it "
+        "would cut the SSH session running it)",
+    )
+    p.add_argument(
         "--update-asterisk",
         action="store_true",
         help="rebuild the Asterisk root (security fixes), swap it in when no call is up, "
@@ -52,7 +58,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
     target = Target(root=args.root.resolve())
     prov = Provisioner(
         target,
-        Options(checkout=args.checkout, arch=args.arch, asterisk=args.asterisk, mirror=args.mirror),
+        Options(
+            checkout=args.checkout,
+            arch=args.arch,
+            asterisk=args.asterisk,
+            mirror=args.mirror,
+            firewall=args.firewall,
+        ),
     )
     if args.update_asterisk:
         return _update(prov)

@@ -8,6 +8,7 @@ so the plan is recomputed from the machine itself on every run: there is no
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -23,6 +24,7 @@ from btgw.provision import files
 from btgw.provision.plan import ProvisionError, Step, Target, free_bytes
 from btgw.render import Sources
 from btgw.render.files import render_all
+from btgw.render.firewall import Firewall, allows, firewall, render_nftables
 from btgw.state import assign_adapters, load_state
 
 CONFIG = PurePosixPath("/etc/btgw/btgw.toml")
@@ -30,6 +32,8 @@ STATE = PurePosixPath("/var/lib/btgw/state.json")
 UNIT_DIR = PurePosixPath("/etc/systemd/system")
 PACKAGED_UNIT = PurePosixPath("/usr/lib/systemd/system/btgw.service")
 RUNTIME_PACKAGES = ("bluez",)
+NFT_FILE = PurePosixPath("/etc/btgw/btgw.nft")
+NFT_CONF = PurePosixPath("/etc/nftables.conf")
 DISTRO_ASTERISK = ("asterisk", "asterisk-mobile", "asterisk-modules", "asterisk-config")
 # Secrets btgw generates: 32 hex digits, inside the characters every Asterisk
 # file and AMI header accepts (config.py's credential check).
@@ -42,6 +46,7 @@ class Options:
     arch: str = ""  # dpkg architecture of the target; found when empty
     asterisk: str = "auto"  # auto | distro | root
     mirror: str = ""
+    firewall: bool = False  # also install the nftables table (./run --firewall)
 
 
 @dataclass
@@ -105,10 +110,14 @@ class Provisioner:
                 Step(f"{files.ASTERISK_WRAPPER}", self._wrapper_pending, self._write_wrapper),
             ]
         steps += [
-            Step("btgw unit, udev rules, catalog", self._btgw_units_pending, self._btgw_units),
             Step(f"{CONFIG}", self._config_pending, self._write_config),
             Step("generated secrets", self._secrets_pending, self._write_secrets),
+            Step("btgw unit, udev rules, catalog", self._btgw_units_pending, self._btgw_units),
             Step("Asterisk files (btgw apply)", self._apply_pending, self._apply),
+        ]
+        if self.options.firewall:
+            steps.append(Step(f"firewall {NFT_FILE}", self._nft_pending, self._nft))
+        steps += [
             Step("services enabled", self._enable_pending, self._enable, self._no_systemd),
             Step("services running", self._start_pending, self._start, self._no_systemd),
         ]
@@ -248,15 +257,16 @@ class Provisioner:
             if source.is_dir():
                 # Debian's defaults (asterisk-config's /etc/asterisk, the sounds
                 # links in /var/lib/asterisk), copied from the root.
+                # cp -a: owners and modes as Debian set them (asterisk:asterisk 0640).
                 tmp = host.with_name(host.name + ".btgw-tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(source, tmp, symlinks=True)
+                self.target.run(["cp", "-a", str(source), str(tmp)])
                 tmp.rename(host)
-            else:
-                host.mkdir(parents=True)
-            if ids is not None and folder != "/etc/asterisk":
-                for path in [host, *host.rglob("*")]:
-                    shutil.chown(path, ids[0], ids[1]) if not path.is_symlink() else None
+                done.append(folder)
+                continue
+            host.mkdir(parents=True)
+            if ids is not None:
+                os.chown(host, ids[0], ids[1])
             done.append(folder)
         return ", ".join(done)
 
@@ -454,3 +464,69 @@ class Provisioner:
         verb = "restart" if self.units_changed else "start"
         self.target.run(["systemctl", verb, *self._services()])
         return ""
+
+    # -- firewall ------------------------------------------------------------------
+
+    def _nft_text(self) -> tuple[str, Firewall]:
+        config, _, _ = self._load()
+        try:
+            rtp_conf: str | None = (config.asterisk.config_dir / "rtp.conf").read_text("utf-8")
+        except OSError:
+            rtp_conf = None
+        fw = firewall(config, rtp_conf)
+        return render_nftables(fw, str(CONFIG)), fw
+
+    def _nft_pending(self) -> str | None:
+        text, _ = self._nft_text()
+        why = self._file_pending(NFT_FILE, text)
+        if why is not None:
+            return why
+        conf = self.target.path(NFT_CONF)
+        if not conf.exists() or f'include "{NFT_FILE}"' not in conf.read_text("utf-8"):
+            return f"include it from {NFT_CONF} (loaded at boot)"
+        if self.target.live and not self._loaded():
+            return "load it"
+        return None
+
+    def _loaded(self) -> bool:
+        try:
+            self.target.run(["nft", "list", "table", "inet", "btgw"])
+        except ProvisionError:
+            return False
+        return True
+
+    def _nft(self) -> str:
+        text, fw = self._nft_text()
+        ssh = ssh_client(os.environ.get("SSH_CONNECTION", ""))
+        if ssh is not None and not allows(fw, ssh[0], ssh[1]):
+            raise ProvisionError(
+                f"the firewall would cut this SSH session ({ssh[0]} to port {ssh[1]}); "
+                "nothing was changed",
+                hint=f"add {ssh[0]}'s network to [sip] local_nets, or move SSH off that port",
+            )
+        path = self.target.path(NFT_FILE)
+        staged = path.with_name(path.name + ".btgw-new")
+        staged.write_text(text, encoding="utf-8")
+        try:
+            if shutil.which("nft") is not None:
+                self.target.run(["nft", "-c", "-f", str(staged)])  # refuses a bad file whole
+            if self.target.live:
+                self.target.run(["nft", "-f", str(staged)])  # one transaction
+        finally:
+            staged.unlink()
+        atomic_write(path, text, mode=0o644)
+        conf = self.target.path(NFT_CONF)
+        current = conf.read_text("utf-8") if conf.exists() else "#!/usr/sbin/nft -f\n"
+        line = f'include "{NFT_FILE}"'
+        if line not in current:
+            # The owner's nftables.conf gains one line; theirs stays as .btgw-prev.
+            atomic_write(conf, current.rstrip("\n") + f"\n{line}\n", keep_previous=True)
+        return "loaded" if self.target.live else "written (loaded at the next boot)"
+
+
+def ssh_client(connection: str) -> tuple[str, int] | None:
+    """``$SSH_CONNECTION`` ("client port server port") as (client, server port)."""
+    parts = connection.split()
+    if len(parts) != 4 or not parts[3].isdigit():
+        return None
+    return parts[0], int(parts[3])
