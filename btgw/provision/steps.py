@@ -31,7 +31,9 @@ CONFIG = PurePosixPath("/etc/btgw/btgw.toml")
 STATE = PurePosixPath("/var/lib/btgw/state.json")
 UNIT_DIR = PurePosixPath("/etc/systemd/system")
 PACKAGED_UNIT = PurePosixPath("/usr/lib/systemd/system/btgw.service")
-RUNTIME_PACKAGES = ("bluez",)
+# What the gateway needs beyond what scripts/bootstrap installs for btgw's own
+# Python: bluetoothd, and systemd and D-Bus (a minimal root or image lacks them).
+RUNTIME_PACKAGES = ("bluez", "systemd", "dbus")
 NFT_FILE = PurePosixPath("/etc/btgw/btgw.nft")
 NFT_CONF = PurePosixPath("/etc/nftables.conf")
 DISTRO_ASTERISK = ("asterisk", "asterisk-mobile", "asterisk-modules", "asterisk-config")
@@ -389,7 +391,8 @@ class Provisioner:
             config = config.model_copy(update={"asterisk": ast})
         spath = self.target.path(STATE)
         state = assign_adapters(config, load_state(spath))
-        sources = Sources(config=cfg_path, state=spath)
+        # The paths as the target sees them: they are named in the generated files.
+        sources = Sources(config=Path(str(CONFIG)), state=Path(str(STATE)))
         rendered = render_all(config, state, sources)
         changes = plan_changes(rendered, config.asterisk.config_dir)
         applier = Applier.for_gateway(config, state, sources) if self.target.live else None
@@ -409,7 +412,9 @@ class Provisioner:
         # Asterisk is not running yet: write the files; it reads them when it starts.
         spath = self.target.path(STATE)
         state = assign_adapters(config, load_state(spath))
-        rendered = render_all(config, state, Sources(config=self.target.path(CONFIG), state=spath))
+        rendered = render_all(
+            config, state, Sources(config=Path(str(CONFIG)), state=Path(str(STATE)))
+        )
         for change in plan_changes(rendered, config.asterisk.config_dir):
             change.path.parent.mkdir(parents=True, exist_ok=True)
             # keep_previous: an owner's extensions.conf gains one #include line;
