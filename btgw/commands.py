@@ -115,7 +115,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     config, state, sources, _ = load_all(args)
 
     async def gather() -> list[doctor.Finding]:
-        findings = [doctor.check_python()]
+        findings = [doctor.check_python(), *doctor.check_asterisk_install()]
         findings += doctor.check_adapters(config)
         findings += doctor.check_secrets(config)
         findings.append(doctor.check_files(config, state, sources))

@@ -68,6 +68,59 @@ def check_adapters(config: GatewayConfig, sysfs_root: Path = SYSFS_ROOT) -> list
     return out
 
 
+def check_asterisk_install(root: Path = Path("/")) -> list[Finding]:
+    """Which Asterisk this gateway runs: the distribution's, or btgw's root
+    (``btgw provision``) with its service and ``asterisk`` wrapper."""
+    from btgw.provision import asterisk_root as aroot  # noqa: PLC0415 - doctor only
+    from btgw.provision import files  # noqa: PLC0415
+
+    def under(path: object) -> Path:
+        return root / str(path).lstrip("/")
+
+    status = _dpkg_status(under("/var/lib/dpkg/status"))
+    if "asterisk" in status:
+        if "asterisk-mobile" not in status:
+            return [Finding("install", Level.FAIL, "the distribution's Asterisk has no "
+                            "chan_mobile", "apt-get install asterisk-mobile")]  # fmt: skip
+        return [Finding("install", Level.OK, f"Asterisk {status['asterisk']} from the "
+                        "distribution, with asterisk-mobile")]  # fmt: skip
+    home = under(aroot.ROOT)
+    out = [
+        Finding("install", Level.WARN, f"an interrupted build left {p}",
+                "sudo ./run (or btgw provision) removes it and finishes")
+        for p in aroot.leftovers(home)
+    ]  # fmt: skip
+    if not (home / aroot.MARKER).is_file() or not (home / aroot.BINARY).is_file():
+        return [*out, Finding("install", Level.FAIL, f"no Asterisk: neither the distribution's "
+                              f"nor btgw's root {aroot.ROOT}",
+                              "sudo ./run provisions Asterisk 22 with chan_mobile")]  # fmt: skip
+    info = aroot.marker_info(home)
+    out.append(Finding("install", Level.OK, f"Asterisk {info.get('asterisk', '?')} from btgw's "
+                       f"root {aroot.ROOT} (built {info.get('built', '?')}); update: sudo btgw "
+                       "provision --update-asterisk"))  # fmt: skip
+    if not any(home.glob(aroot.CHAN_MOBILE_GLOB)):
+        out.append(Finding("install", Level.FAIL, "chan_mobile.so is missing from the root",
+                           "sudo btgw provision --update-asterisk rebuilds it"))  # fmt: skip
+    for path in (f"/etc/systemd/system/{files.ASTERISK_UNIT}", str(files.ASTERISK_WRAPPER)):
+        if not under(path).exists():
+            out.append(Finding("install", Level.WARN, f"{path} is missing", "sudo ./run"))
+    return out
+
+
+def _dpkg_status(path: Path) -> dict[str, str]:
+    """Installed packages and their versions, from dpkg's status file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    out = {}
+    for para in text.split("\n\n"):
+        fields = dict(ln.split(": ", 1) for ln in para.splitlines() if ": " in ln)
+        if fields.get("Status") == "install ok installed" and "Package" in fields:
+            out[fields["Package"]] = fields.get("Version", "")
+    return out
+
+
 def check_secrets(config: GatewayConfig) -> list[Finding]:
     owners = [("AMI user", config.asterisk.ami.password)]
     owners += [(f"extension {e.name}", e.password) for e in config.extensions]

@@ -287,3 +287,14 @@ def test_firewall_that_would_cut_ssh_is_refused(
 def test_ssh_connection_parsing() -> None:
     assert ssh_client("10.0.0.5 51234 10.0.0.1 22") == ("10.0.0.5", 22)
     assert ssh_client("") is None
+
+
+def test_doctor_knows_the_provisioned_layout(root: Path) -> None:
+    from btgw.doctor import Level, check_asterisk_install
+
+    (before,) = check_asterisk_install(root)
+    assert before.level is Level.FAIL and "sudo ./run" in before.fix
+    provision(root, FakeDebian(root))
+    after = check_asterisk_install(root)
+    assert [f.level for f in after] == [Level.OK]
+    assert ASTERISK_VERSION in after[0].detail and "--update-asterisk" in after[0].detail
