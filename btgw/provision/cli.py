@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from btgw.asterisk.ami import connector
@@ -15,9 +17,15 @@ from btgw.provision.steps import CONFIG, Options, Provisioner
 from btgw.provision.update import update
 
 NEXT_STEP = (
-    "next: pair a phone: btgw pair   (then `btgw doctor` checks everything; "
-    "edit /etc/btgw/btgw.toml for extensions and the trunk, then `btgw apply`)"
+    "next: pair a phone: {btgw} pair   (then `{btgw} doctor` checks everything; "
+    "edit /etc/btgw/btgw.toml for extensions and the trunk, then `{btgw} apply`)"
 )
+
+
+def _btgw() -> str:
+    """How the person can call btgw: its name when on PATH (the .deb), else
+    the path it was run by (a checkout's .venv/bin/btgw)."""
+    return "btgw" if shutil.which("btgw") else sys.argv[0]
 
 
 def register(add: AddCommand) -> None:
@@ -87,7 +95,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     else:
         print("provisioned.")
     if not args.dry_run:
-        print(NEXT_STEP)
+        print(NEXT_STEP.format(btgw=_btgw()))
     return ExitCode.OK
 
 
