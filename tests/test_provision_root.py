@@ -96,3 +96,34 @@ def _verify_asterisk_unit(root: Path) -> None:
     finally:
         stand_in.unlink()
     assert done.returncode == 0 and "btgw-asterisk" not in done.stderr, done.stderr
+
+
+def test_arm64_asterisk_root_resolves(tmp_path: Path) -> None:
+    """A Pi's root (arm64): dependency resolution only.  This machine has no
+    qemu-user-static/binfmt to run arm64 maintainer scripts, so apt resolves
+    the recipe's packages against Debian sid's arm64 lists (apt-get -s)."""
+    from btgw.provision.asterisk_root import PACKAGES, SUITE
+
+    apt = tmp_path / "apt"
+    for sub in ("lists/partial", "cache/archives/partial", "etc/apt.conf.d",
+                "etc/preferences.d", "etc/trusted.gpg.d", "dpkg/updates"):  # fmt: skip
+        (apt / sub).mkdir(parents=True)
+    (apt / "dpkg/status").write_text("")
+    (apt / "etc/sources.list").write_text(
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        f"http://deb.debian.org/debian {SUITE} main\n"
+    )
+    opts = [
+        "-o", "APT::Architecture=arm64", "-o", "APT::Architectures=arm64",
+        "-o", f"Dir::Etc={apt}/etc", "-o", f"Dir::State={apt}", "-o", f"Dir::Cache={apt}/cache",
+        "-o", f"Dir::State::status={apt}/dpkg/status", "-o", "Acquire::Check-Valid-Until=false",
+        "-o", "Debug::NoLocking=1",
+    ]  # fmt: skip
+    subprocess.run(["apt-get", *opts, "update", "-q"], check=True, capture_output=True,
+                   timeout=600)  # fmt: skip
+    done = subprocess.run(["apt-get", *opts, "-s", "install", *PACKAGES], capture_output=True,
+                          text=True, check=False, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    installs = dict(re.findall(r"^Inst (\S+) \(\S+ .*\[(\w+)\]\)", done.stdout, re.MULTILINE))
+    assert set(PACKAGES) <= set(installs)
+    assert installs["asterisk"] == installs["asterisk-mobile"] == "arm64"
