@@ -4,9 +4,14 @@ Exit codes (monitoring reads them; see README): 0 ok, 1 unexpected failure,
 2 usage, 3 config, 4 Asterisk, 5 Bluetooth, 6 deferred (a change waits for a
 call to end), 7 permission.  ``btgw health`` has its own monitoring codes.
 
-This module builds the parser only; each command's code is named as
-``"module:function"`` and imported when it runs, so ``btgw health`` does not
-pay for pydantic, asyncio and D-Bus it never uses.
+This module builds the parser only; each command's code is named by a
+:class:`~btgw.clicommand.LazyHandler` and imported when it runs, so
+``btgw health`` does not pay for pydantic, asyncio and D-Bus it never uses.
+
+``--config``, ``--state`` and ``-v`` go before or after the command (each
+subparser has them too, defaulting to "not given" so that a value given
+before the command stands); ``--json`` belongs to the commands that print
+data.
 
 ``btgw status`` and ``btgw health`` are what monitoring starts every few
 seconds, with a target of twice ``asterisk -rx``, which leaves little more
@@ -27,12 +32,10 @@ from btgw.daemon.cli import register as register_daemon
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is slow
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
-    Handler = Callable[[argparse.Namespace], int]
-
-_COMMANDS = "btgw.commands"
+    from btgw.clicommand import Handler, Registry
 
 # -- plumbing -----------------------------------------------------------------
 
@@ -53,9 +56,42 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
+def _handlers() -> Registry:
+    from btgw.commands import HANDLERS  # noqa: PLC0415 - when one of them runs
+
+    return HANDLERS
+
+
+def _global_options(p: argparse.ArgumentParser, *, on_subcommand: bool) -> None:
+    """``--config``, ``--state`` and ``-v``: on the main parser with their
+    defaults, and on every subparser again with ``argparse.SUPPRESS`` (set
+    only when given), so that they may follow the command without
+    overwriting a value given before it."""
+    import argparse  # noqa: PLC0415 - see the module docstring
+
+    default: object = argparse.SUPPRESS if on_subcommand else None
+    verbose_default: object = argparse.SUPPRESS if on_subcommand else False
+    p.add_argument(
+        "--config",
+        type=_path,
+        default=default,
+        help="btgw.toml (default $BTGW_CONFIG or /etc/btgw/btgw.toml)",
+    )
+    p.add_argument(
+        "--state",
+        type=_path,
+        default=default,
+        help="state file (default $BTGW_STATE or /var/lib/btgw/state.json)",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=verbose_default, help="log debug detail"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse  # noqa: PLC0415 - see the module docstring
 
+    from btgw.clicommand import LazyHandler  # noqa: PLC0415 - likewise
     from btgw.pairing.cli import register as register_pairing  # noqa: PLC0415 - likewise
     from btgw.provision.cli import register as register_provision  # noqa: PLC0415 - likewise
 
@@ -66,45 +102,41 @@ def build_parser() -> argparse.ArgumentParser:
         "6 deferred, 7 permission.",
     )
     parser.add_argument("--version", action="version", version=f"btgw {__version__}")
-    parser.add_argument(
-        "--config",
-        type=_path,
-        default=None,
-        help="btgw.toml (default $BTGW_CONFIG or /etc/btgw/btgw.toml)",
-    )
-    parser.add_argument(
-        "--state",
-        type=_path,
-        default=None,
-        help="state file (default $BTGW_STATE or /var/lib/btgw/state.json)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    _global_options(parser, on_subcommand=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Handler | str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Handler, help_text: str, *, json: bool) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _global_options(p, on_subcommand=True)
+        if json:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
-    add("check", f"{_COMMANDS}:cmd_check", "validate btgw.toml and say what it defines")
+    def ours(name: str) -> LazyHandler:
+        return LazyHandler(_handlers, name)
+
+    add("check", ours("check"), "validate btgw.toml and say what it defines", json=True)
     register_pairing(add)
     register_daemon(add)
     register_provision(add)
     add(
         "doctor",
-        f"{_COMMANDS}:cmd_doctor",
+        ours("doctor"),
         "check adapters, Asterisk, chan_mobile and the files; say what to fix",
+        json=True,
     )
     add(
         "config-reference",
-        f"{_COMMANDS}:cmd_config_reference",
+        ours("config-reference"),
         "print the btgw.toml reference (docs/config.md)",
+        json=False,
     )
     p = add(
         "render",
-        f"{_COMMANDS}:cmd_render",
+        ours("render"),
         "write the generated Asterisk files to a folder, touching nothing else",
+        json=True,
     )
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument(
@@ -114,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add(
         "apply",
-        f"{_COMMANDS}:cmd_apply",
+        ours("apply"),
         "write the generated files, reload Asterisk, verify, roll back on failure",
+        json=True,
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print a unified diff of what would change"
@@ -123,15 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve(func: Handler | str) -> Handler:
-    """A handler, importing it first when it is named as ``"module:function"``."""
-    if not isinstance(func, str):
-        return func
-    import importlib  # noqa: PLC0415 - see the module docstring
+def resolve(func: Handler) -> Handler:
+    """A command's handler itself, importing its module if it is lazy.
 
-    module, _, name = func.partition(":")
-    handler: Handler = getattr(importlib.import_module(module), name)
-    return handler
+    Raises:
+        KeyError: a lazy handler's registry does not have it.
+    """
+    from btgw.clicommand import LazyHandler  # noqa: PLC0415 - see the module docstring
+
+    return func.resolve() if isinstance(func, LazyHandler) else func
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,7 +184,8 @@ def _run(argv: Sequence[str]) -> int:
     if args.command not in READERS:
         _configure_logging(args.verbose)
     try:
-        code: int = resolve(args.func)(args)
+        handler: Handler = args.func
+        code = handler(args)
     except BtgwError as exc:
         print(f"btgw: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -1,12 +1,12 @@
 """What every ``btgw`` subcommand shares: where the config and state live,
-loading them, and the shape of a command (kept apart from cli.py so command
-modules can import it without importing the whole CLI)."""
+and loading them (kept apart from cli.py so command modules can import it
+without importing the whole CLI; the shape of a command is in
+:mod:`btgw.clicommand`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from btgw.config import GatewayConfig, config_path, load_config
@@ -14,14 +14,6 @@ from btgw.render import Sources
 from btgw.state import DEFAULT_STATE_PATH, State, assign_adapters, load_state
 
 STATE_ENV = "BTGW_STATE"
-
-Handler = Callable[[argparse.Namespace], int]
-"""A subcommand: parsed arguments in, exit code out; raises BtgwError."""
-
-AddCommand = Callable[[str, Handler | str, str], argparse.ArgumentParser]
-"""Registers a subcommand (name, handler or ``"module:function"``, help) and
-returns its parser; every command gets ``--json``.  Name the handler as a
-string to import its module only when the command runs."""
 
 
 def state_path(args: argparse.Namespace) -> Path:

@@ -1,5 +1,6 @@
 """The commands defined by btgw.cli itself: check, render, apply, doctor
-and config-reference (imported only when one of them runs)."""
+and config-reference (imported only when one of them runs: btgw.cli names
+them through :data:`HANDLERS`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from btgw import doctor
 from btgw.asterisk.ami import connector
@@ -20,6 +22,9 @@ from btgw.fsutil import atomic_write
 from btgw.render.files import render_all
 from btgw.render.firewall import firewall, render_nftables
 from btgw.state import save_state
+
+if TYPE_CHECKING:
+    from btgw.clicommand import Registry
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -137,3 +142,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_config_reference(args: argparse.Namespace) -> int:
     print(render_reference(), end="")
     return ExitCode.OK
+
+
+HANDLERS: Registry = {
+    "check": cmd_check,
+    "render": cmd_render,
+    "apply": cmd_apply,
+    "doctor": cmd_doctor,
+    "config-reference": cmd_config_reference,
+}
+"""The handlers btgw.cli registers (see :class:`btgw.clicommand.LazyHandler`)."""

@@ -42,7 +42,6 @@ from btgw.bluez.defs import (
     ADAPTER_PROPERTY_SIGNATURES,
     AGENT_MANAGER_INTERFACE,
     AGENT_MANAGER_PATH,
-    BLUEZ_OWNER_CHANGED_MESSAGE_ID,
     BLUEZ_ROOT_PATH,
     BLUEZ_SERVICE,
     DBUS_INTERFACE,
@@ -56,7 +55,6 @@ from btgw.bluez.defs import (
     Adapter1Properties,
     DBusErrorName,
     Device1Properties,
-    normalise_mac,
 )
 from btgw.bluez.errors import (
     BlueZConnectionLostError,
@@ -69,6 +67,8 @@ from btgw.bluez.errors import (
     error_for,
 )
 from btgw.bluez.phones import PhoneRecognition, recognise_phone
+from btgw.contracts.bluetooth import normalise_mac
+from btgw.contracts.journal import Event, fields
 
 __all__ = [
     "Adapter",
@@ -1137,7 +1137,7 @@ class BlueZClient:
             LOGGER.warning(
                 "BlueZ is not running (nobody owns %s); waiting for it",
                 BLUEZ_SERVICE,
-                extra={"BTGW_EVENT": "bluez_absent"},
+                extra=fields(Event.BLUEZ_ABSENT),
             )
             self._owner = None
             self._objects.clear()
@@ -1210,15 +1210,12 @@ class BlueZClient:
             "restarted" if restarted else "found",
             sum(ADAPTER_INTERFACE in i for i in self._objects.values()),
             sum(DEVICE_INTERFACE in i for i in self._objects.values()),
-            extra={
-                "BTGW_EVENT": "bluez_appeared",
-                "MESSAGE_ID": BLUEZ_OWNER_CHANGED_MESSAGE_ID,
-            },
+            extra=fields(Event.BLUEZ_APPEARED),
         )
         self._emit(BlueZAppeared(owner=sync.owner, restarted=restarted))
 
     def _fail(self, error: BlueZError) -> None:
-        LOGGER.warning("BlueZ: %s", error, extra={"BTGW_EVENT": "bluez_sync_failed"})
+        LOGGER.warning("BlueZ: %s", error, extra=fields(Event.BLUEZ_SYNC_FAILED))
         self._last_error = error
         self._objects.clear()
         self._state = BlueZState.FAILED
@@ -1267,10 +1264,7 @@ class BlueZClient:
         if old and old == self._owner:
             LOGGER.warning(
                 "BlueZ (bluetoothd) left the bus; cache dropped",
-                extra={
-                    "BTGW_EVENT": "bluez_vanished",
-                    "MESSAGE_ID": BLUEZ_OWNER_CHANGED_MESSAGE_ID,
-                },
+                extra=fields(Event.BLUEZ_VANISHED),
             )
             if self._sync is not None and self._sync.timer is not None:
                 self._sync.timer.cancel()

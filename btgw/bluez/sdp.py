@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Final, TypeAlias
 from uuid import UUID
 
-from btgw.bluez.defs import normalise_mac
 from btgw.bluez.hci import (
     BluetoothPermissionError,
     BluetoothUnavailableError,
@@ -43,6 +42,7 @@ from btgw.bluez.hci import (
     require_af_bluetooth,
     run_blocking,
 )
+from btgw.contracts.bluetooth import normalise_mac
 from btgw.errors import BluetoothError
 
 _LOGGER = logging.getLogger(__name__)
@@ -411,8 +411,9 @@ def hfp_ag_channel(records: Iterable[ServiceRecord]) -> int | None:
 
 
 # --- addresses -----------------------------------------------------------------------
-def normalize_mac(mac: str) -> str:
-    """``aa:bb:cc:dd:ee:ff`` -> ``AA:BB:CC:DD:EE:FF`` (BlueZ's file names).
+def checked_mac(mac: str) -> str:
+    """``aa:bb:cc:dd:ee:ff`` -> ``AA:BB:CC:DD:EE:FF`` (BlueZ's file names): the
+    contract's ``normalise_mac`` with colons only, failing as btgw's error type.
 
     Raises:
         InvalidAddressError: not a colon-separated Bluetooth address; nothing
@@ -436,7 +437,7 @@ _HEX_RE: Final = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 
 def cache_path(storage_root: Path, adapter_mac: str, phone_mac: str) -> Path:
     """``<root>/<ADAPTER>/cache/<PHONE>``. Raises InvalidAddressError."""
-    return storage_root / normalize_mac(adapter_mac) / "cache" / normalize_mac(phone_mac)
+    return storage_root / checked_mac(adapter_mac) / "cache" / checked_mac(phone_mac)
 
 
 def parse_cache(text: str, source: str = "<cache>") -> dict[int, ServiceRecord]:
@@ -698,9 +699,9 @@ def l2cap_socket_factory(adapter_mac: str | None = None) -> SdpSocketFactory:
         sock = socket.socket(family, socket.SOCK_SEQPACKET, socket.BTPROTO_L2CAP)
         try:
             if adapter_mac is not None:
-                sock.bind((normalize_mac(adapter_mac), 0))
+                sock.bind((checked_mac(adapter_mac), 0))
             sock.settimeout(timeout)
-            sock.connect((normalize_mac(phone_mac), PSM_SDP))
+            sock.connect((checked_mac(phone_mac), PSM_SDP))
         except BaseException:
             sock.close()
             raise
@@ -865,7 +866,7 @@ def query_hfp_ag_channel(
         InvalidAddressError: a MAC is malformed.
         everything :meth:`SdpClient.search_attributes` raises.
     """
-    phone = normalize_mac(phone_mac)
+    phone = checked_mac(phone_mac)
     factory = socket_factory or l2cap_socket_factory(adapter_mac)
     client = SdpClient(phone, socket_factory=factory, timeout=timeout)
     records = client.search_attributes((HFP_AG_UUID,))
@@ -889,7 +890,7 @@ def find_hfp_ag_channel(
         InvalidAddressError: a MAC is malformed.
         everything :func:`query_hfp_ag_channel` raises.
     """
-    phone = normalize_mac(phone_mac)
+    phone = checked_mac(phone_mac)
     try:
         channel = hfp_ag_channel_from_cache(storage_root, adapter_mac, phone)
     except InvalidAddressError:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-    from btgw.cliutil import AddCommand  # pulls in the pydantic config models
+    from btgw.clicommand import AddCommand, Registry
 
 READERS = ("status", "health")
 """The commands that only read the snapshot: :func:`run_plain` answers them,
@@ -59,33 +59,42 @@ def cmd_health(args: argparse.Namespace) -> int:
     return show_health(args.status_file, args.json)
 
 
+_PLAIN_FLAGS = {"--json": "--json", "-v": "-v", "--verbose": "-v"}
+_PLAIN_VALUES = ("--status-file", "--config", "--state")
+
+
 def plain_reader_args(argv: Sequence[str]) -> tuple[str, bool, str | None] | None:
     """``(command, --json, --status-file)`` when ``argv`` is a plain ``status``
     or ``health`` command line, else None.
 
-    Plain means: the command first, then at most one ``--json`` and one
-    ``--status-file PATH`` (or ``--status-file=PATH``) in any order, PATH not
-    starting with ``-``.  The parser reads each of these the same way; anything
-    else (global options, abbreviations, ``-h``, repeats) is left to it.
+    Plain means: the command first, then, in any order and each at most once,
+    ``--json``, ``-v`` (or ``--verbose``), and ``--status-file``, ``--config``
+    and ``--state`` with a value (``--opt VALUE`` or ``--opt=VALUE``, VALUE
+    not empty and not starting with ``-``).  The parser reads each of these
+    the same way; ``--config``, ``--state`` and ``-v`` change nothing that
+    status and health do.  Anything else (options before the command,
+    abbreviations, ``-h``, repeats) is left to the parser.
     """
     if not argv or argv[0] not in READERS:
         return None
-    as_json, status_file = False, None
+    seen: dict[str, str] = {}
     rest = iter(argv[1:])
     for arg in rest:
-        if arg == "--json" and not as_json:
-            as_json = True
-        elif status_file is not None:
+        option, eq, value = arg.partition("=")
+        if arg in _PLAIN_FLAGS:
+            option, value = _PLAIN_FLAGS[arg], ""
+        elif option not in _PLAIN_VALUES:
             return None
-        elif arg == "--status-file":
-            status_file = next(rest, "")
-        elif arg.startswith("--status-file="):
-            status_file = arg.removeprefix("--status-file=")
-        else:
+        elif not eq:
+            value = next(rest, "")
+            if not value or value.startswith("-"):
+                return None
+        elif not value or value.startswith("-"):
             return None
-        if status_file is not None and (not status_file or status_file.startswith("-")):
+        if option in seen:
             return None
-    return argv[0], as_json, status_file
+        seen[option] = value
+    return argv[0], "--json" in seen, seen.get("--status-file")
 
 
 def run_plain(argv: Sequence[str]) -> int | None:
@@ -106,12 +115,21 @@ def run_plain(argv: Sequence[str]) -> int | None:
         return 130
 
 
+def _run_handlers() -> Registry:
+    from btgw.daemon.run import HANDLERS  # noqa: PLC0415 - the daemon, when it starts
+
+    return HANDLERS
+
+
 def register(add: AddCommand) -> None:
     """Add this package's subcommands with ``add``."""
+    from btgw.clicommand import LazyHandler  # noqa: PLC0415 - only when the parser is built
+
     p = add(
         "run",
-        "btgw.daemon.run:run_daemon",
+        LazyHandler(_run_handlers, "run"),
         "run the gateway daemon: watch phones and Asterisk, steer failover, recover, report",
+        json=False,
     )
     _status_file_option(p)
     p.add_argument(
@@ -129,11 +147,13 @@ def register(add: AddCommand) -> None:
         "status",
         cmd_status,
         "show adapters, phones, trunks and the daemon, from the running daemon's snapshot",
+        json=True,
     )
     _status_file_option(p)
     p = add(
         "health",
         cmd_health,
         "one line and a monitoring exit code: 0 ok, 1 degraded, 2 down, 3 unknown",
+        json=True,
     )
     _status_file_option(p)

@@ -15,12 +15,14 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from btgw.asterisk.ami import AmiError, connector
 from btgw.asterisk.apply import Applier, ApplyError
 from btgw.bluez.client import BlueZClient
 from btgw.cliutil import state_path
 from btgw.config import GatewayConfig, config_path, load_config
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
 from btgw.daemon.status import status_path
 from btgw.daemon.supervisor import LiveEffects, Supervisor
@@ -28,6 +30,9 @@ from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_i
 from btgw.errors import ConfigError, ExitCode
 from btgw.render import Sources
 from btgw.state import State, assign_adapters, load_state
+
+if TYPE_CHECKING:
+    from btgw.clicommand import Registry
 
 # Retrying an apply that could not reach Asterisk: soon at first, then at most
 # once a minute, so a gateway booted before Asterisk catches up by itself.
@@ -54,7 +59,7 @@ def load_state_or_rebuild(path: Path) -> State:
             "%s; moved it to %s and rebuilding it from btgw.toml and BlueZ",
             exc.message,
             aside,
-            extra={"BTGW_EVENT": "state_rebuilt"},
+            extra=fields(Event.STATE_REBUILT),
         )
         return State()
 
@@ -85,6 +90,10 @@ def run_daemon(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+HANDLERS: Registry = {"run": run_daemon}
+"""The handler btgw.daemon.cli registers (see :class:`btgw.clicommand.LazyHandler`)."""
+
+
 async def finish_apply(applier: Applier) -> None:
     """Make the configuration live at start-up and finish what a crash left.
 
@@ -99,7 +108,7 @@ async def finish_apply(applier: Applier) -> None:
             result = await applier.apply()
         except ApplyError as exc:
             # Expected (Asterisk refused the files): the message says all.
-            log.error("%s", exc.message, extra={"BTGW_EVENT": "apply_failed"})  # noqa: TRY400
+            log.error("%s", exc.message, extra=fields(Event.APPLY_FAILED))  # noqa: TRY400
             return
         except AmiError as exc:
             attempt += 1
@@ -117,7 +126,7 @@ async def finish_apply(applier: Applier) -> None:
                 "start-up apply: wrote %d file(s), reloaded %s",
                 len(result.written),
                 ", ".join(m.value for m in result.reloaded) or "nothing",
-                extra={"BTGW_EVENT": "applied"},
+                extra=fields(Event.APPLIED),
             )
         if not result.deferred:
             return

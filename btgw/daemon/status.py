@@ -13,6 +13,8 @@ import json
 import os
 import time
 
+from btgw.contracts.health import Health
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib: several ms each that ``btgw health`` need not pay
     from collections.abc import Mapping
@@ -29,8 +31,11 @@ HEARTBEAT_S: Final = 5.0
 STALE_S: Final = 3 * HEARTBEAT_S
 """Older than three missed heartbeats: the daemon is not running (or hung)."""
 
-OK, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
-HEALTH_NAMES: Final = {OK: "ok", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}
+# Plain ints, as the snapshot and the exit code carry them; the contract owns the numbers.
+OK, DEGRADED, DOWN, UNKNOWN = (
+    int(h) for h in (Health.OK, Health.DEGRADED, Health.DOWN, Health.UNKNOWN)
+)
+HEALTH_NAMES: Final[dict[int, str]] = {int(h): h.label for h in Health}
 
 
 def status_path(

@@ -29,12 +29,14 @@ from btgw.bluez.client import (
     BusDisconnected,
 )
 from btgw.config import GatewayConfig
+from btgw.contracts.astdb import RouteValue, phone_key
+from btgw.contracts.chan_mobile import matches_id
+from btgw.contracts.health import Health
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import AmiWatcher
-from btgw.daemon.events import Event, fields
 from btgw.daemon.reconcile import (
     Action,
     AdapterSeen,
-    Health,
     Observed,
     PhoneSeen,
     PrepareAdapter,
@@ -42,7 +44,6 @@ from btgw.daemon.reconcile import (
     RebindChanMobile,
     Recover,
     ReportHealth,
-    RouteValue,
     SetTrack,
     Step,
     Track,
@@ -450,7 +451,7 @@ class Supervisor:
         rows = w.mobile or ()
         phones = []
         for p in self.config.phones:
-            row = next((r for r in rows if r.id == p.name[:15]), None)
+            row = next((r for r in rows if matches_id(r.id, p.name)), None)
             track = self.tracks.get(p.name, Track())
             phones.append(
                 {
@@ -461,7 +462,7 @@ class Supervisor:
                     "state": row.state.value if row else None,
                     "signal": None,  # chan_mobile does not report it over AMI
                     "battery": None,
-                    "route": w.published.get(f"route/phone/{p.name}"),
+                    "route": w.published.get(phone_key(p.name)),
                     "up": phone_up(row),
                     "recovery": track.step.value,
                     "recovery_attempt": track.attempt,
@@ -484,7 +485,7 @@ class Supervisor:
             "pid": os.getpid(),
             "started": self.started,
             "ready": self.ready,
-            "health": report.health.name.lower(),
+            "health": report.health.label,
             "health_code": int(report.health),
             "summary": report.summary,
             "waiting_for_call": list(report.waiting_for_call),

@@ -2,24 +2,33 @@
 
 Only argparse here: ``btgw status`` and ``btgw health`` build the same parser
 and must stay fast, so the commands themselves (btgw.pairing.commands, with
-BlueZ, pydantic and asyncio behind them) are imported only when they run.
+BlueZ, pydantic and asyncio behind them) are imported only when they run
+(:func:`_handlers` is their typed loader).
 """
 
 from __future__ import annotations
 
+from btgw.clicommand import LazyHandler
 from btgw.pairing.defaults import SCAN_TIMEOUT_S, WINDOW_S
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is slow
 if TYPE_CHECKING:
-    from btgw.cliutil import AddCommand
+    from btgw.clicommand import AddCommand, Registry
 
-_COMMANDS = "btgw.pairing.commands"
+
+def _handlers() -> Registry:
+    from btgw.pairing.commands import HANDLERS  # noqa: PLC0415 - when one of them runs
+
+    return HANDLERS
 
 
 def register(add: AddCommand) -> None:
     """Add this package's subcommands with ``add``."""
     p = add(
-        "scan", f"{_COMMANDS}:cmd_scan", "find phones nearby (name, address, signal, hands-free)"
+        "scan",
+        LazyHandler(_handlers, "scan"),
+        "find phones nearby (name, address, signal, hands-free)",
+        json=True,
     )
     p.add_argument(
         "--timeout", type=float, default=SCAN_TIMEOUT_S, help="seconds to discover (default 15)"
@@ -28,8 +37,9 @@ def register(add: AddCommand) -> None:
 
     p = add(
         "pair",
-        f"{_COMMANDS}:cmd_pair",
+        LazyHandler(_handlers, "pair"),
         "pair a phone, find its hands-free channel, add it to btgw.toml and apply",
+        json=True,
     )
     p.add_argument("--address", default=None, help="the phone's Bluetooth address (skip the pick)")
     p.add_argument("--name", default=None, help="phone name in btgw.toml (letters, digits, _)")
@@ -46,7 +56,8 @@ def register(add: AddCommand) -> None:
 
     p = add(
         "unpair",
-        f"{_COMMANDS}:cmd_unpair",
+        LazyHandler(_handlers, "unpair"),
         "forget a phone: in BlueZ, btgw.toml and the state; apply",
+        json=True,
     )
     p.add_argument("name", help="the phone's name in btgw.toml")

@@ -1,5 +1,6 @@
 """``btgw scan``, ``btgw pair`` and ``btgw unpair`` (their arguments are
-declared in btgw.pairing.cli, which imports this module only when one runs)."""
+declared in btgw.pairing.cli, which imports this module only when one runs,
+through :data:`HANDLERS`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.bluez.agent import PairingAgent
@@ -25,6 +26,9 @@ from btgw.pairing.core import FoundPhone, Pairing
 from btgw.pairing.defaults import WINDOW_S
 from btgw.render import Sources
 from btgw.state import State
+
+if TYPE_CHECKING:
+    from btgw.clicommand import Registry
 
 
 class TerminalIO:
@@ -243,3 +247,7 @@ def cmd_unpair(args: argparse.Namespace) -> int:
         return ExitCode.DEFERRED if result.apply and result.apply.deferred else ExitCode.OK
 
     return asyncio.run(run())
+
+
+HANDLERS: Registry = {"scan": cmd_scan, "pair": cmd_pair, "unpair": cmd_unpair}
+"""The handlers btgw.pairing.cli registers (see :class:`btgw.clicommand.LazyHandler`)."""
