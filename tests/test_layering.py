@@ -7,8 +7,9 @@ never from a layer above, and never from another component of its own layer
 ====  ===========  =========================================================
  7    cli          ``btgw.cli`` (the parser), ``btgw.commands`` (its own
                    commands: check, render, apply, doctor, config-reference)
- 6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``: the
-                   three things btgw does, none knowing the others
+ 6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``,
+                   ``btgw.provision``: the things btgw does, none knowing
+                   the others
  5    edges        ``btgw.asterisk``, ``btgw.bluez``: one per outside system,
                    neither knowing the other; ``btgw.cliutil``: loading config
                    and state for a command (no edge needs it)
@@ -16,7 +17,8 @@ never from a layer above, and never from another component of its own layer
  3    state        ``btgw.state``: what btgw learned, over the config model
  2    config       ``btgw.config``: what the owner wants
  1    base         ``btgw`` (its ``__version__``), ``btgw.errors``,
-                   ``btgw.fsutil``: no policy, used everywhere
+                   ``btgw.fsutil``, ``btgw.clicommand`` (the shape of a
+                   subcommand): no policy, used everywhere
  0    contracts    ``btgw.contracts``: names both sides of a seam share;
                    imports nothing else of btgw
 ====  ===========  =========================================================
@@ -41,12 +43,12 @@ PACKAGE = REPO / "btgw"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("btgw.cli", "btgw.commands")),
-    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor")),
+    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.provision")),
     ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil")),
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),
     ("config", ("btgw.config",)),
-    ("base", ("btgw", "btgw.errors", "btgw.fsutil")),
+    ("base", ("btgw", "btgw.errors", "btgw.fsutil", "btgw.clicommand")),
     ("contracts", ("btgw.contracts",)),
 )
 """Top to bottom; each entry of a layer is a component (a module or a package)."""

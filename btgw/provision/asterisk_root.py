@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from btgw.contracts import layout
 from btgw.provision.plan import ProvisionError, Runner
 
-ROOT = PurePosixPath("/var/lib/btgw/asterisk-root")
+ROOT = PurePosixPath(layout.ASTERISK_ROOT)
 SUITE = "sid"  # Debian 12 and 13 have no asterisk; sid has 22.x with chan_mobile
 PACKAGES = ("asterisk", "asterisk-mobile", "asterisk-modules", "asterisk-config")
 # Bump when the recipe changes in a way the command line does not show.
 RECIPE_VERSION = 1
-MARKER = ".btgw-asterisk-root"
-BINARY = "usr/sbin/asterisk"
-CHAN_MOBILE_GLOB = "usr/lib/*/asterisk/modules/chan_mobile.so"
+MARKER = layout.ROOT_MARKER
+BINARY = layout.ROOT_BINARY
+CHAN_MOBILE_GLOB = layout.CHAN_MOBILE_GLOB
 # What mmdebstrap needs: ~340 MB for the root (measured on amd64) plus apt's
 # downloaded .debs while it builds; 1 GiB leaves room for an update, which
 # builds the new root beside the running one.

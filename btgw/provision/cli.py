@@ -1,43 +1,40 @@
-"""``btgw provision``: make this machine (or a root) a running gateway."""
+"""Arguments of ``btgw provision`` (argparse only: the handler, with apt,
+mmdebstrap and AMI behind it, is imported when it runs)."""
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
-from pathlib import Path
+from btgw.clicommand import LazyHandler
 
-from btgw.asterisk.ami import connector
-from btgw.cliutil import AddCommand
-from btgw.config import load_config
-from btgw.errors import ExitCode
-from btgw.provision import asterisk_root as aroot
-from btgw.provision.plan import ProvisionError, Target, run_plan
-from btgw.provision.steps import CONFIG, Options, Provisioner
-from btgw.provision.update import update
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is slow
+if TYPE_CHECKING:
+    from pathlib import Path
 
-NEXT_STEP = (
-    "next: pair a phone: {btgw} pair   (then `{btgw} doctor` checks everything; "
-    "edit /etc/btgw/btgw.toml for extensions and the trunk, then `{btgw} apply`)"
-)
+    from btgw.clicommand import AddCommand, Registry
 
 
-def _btgw() -> str:
-    """How the person can call btgw: its name when on PATH (the .deb), else
-    the path it was run by (a checkout's .venv/bin/btgw)."""
-    return "btgw" if shutil.which("btgw") else sys.argv[0]
+def _handlers() -> Registry:
+    from btgw.provision.commands import HANDLERS  # noqa: PLC0415 - when it runs
+
+    return HANDLERS
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path  # noqa: PLC0415 - only when the option is given
+
+    return Path(text)
 
 
 def register(add: AddCommand) -> None:
     p = add(
         "provision",
-        "btgw.provision.cli:cmd_provision",
+        LazyHandler(_handlers, "provision"),
         "install and start everything a gateway needs: Asterisk with chan_mobile, "
         "config with fresh secrets, services (what `sudo ./run` does)",
+        json=False,
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    p.add_argument("--root", type=Path, default=Path("/"), help="provision a root filesystem")
-    p.add_argument("--checkout", type=Path, default=None, help="the btgw checkout (./run)")
+    p.add_argument("--root", type=_path, default="/", help="provision a root filesystem")
+    p.add_argument("--checkout", type=_path, default=None, help="the btgw checkout (./run)")
     p.add_argument("--asterisk", choices=("auto", "distro", "root"), default="auto",
                    help="where Asterisk comes from (auto: the distribution if it has "
                    "asterisk-mobile, else a Debian sid root)")  # fmt: skip
@@ -55,57 +52,3 @@ def register(add: AddCommand) -> None:
         help="rebuild the Asterisk root (security fixes), swap it in when no call is up, "
         "roll back if it does not start",
     )
-
-
-def _adapters(root: Path) -> list[str]:
-    folder = root / "sys/class/bluetooth"
-    return sorted(p.name for p in folder.glob("hci*") if ":" not in p.name)
-
-
-def cmd_provision(args: argparse.Namespace) -> int:
-    target = Target(root=args.root.resolve())
-    prov = Provisioner(
-        target,
-        Options(
-            checkout=args.checkout,
-            arch=args.arch,
-            asterisk=args.asterisk,
-            mirror=args.mirror,
-            firewall=args.firewall,
-        ),
-    )
-    if args.update_asterisk:
-        return _update(prov)
-    adapters = _adapters(target.root)
-    if not adapters:
-        raise ProvisionError(
-            f"no Bluetooth adapter under {target.root / 'sys/class/bluetooth'}",
-            hint="plug in a USB Bluetooth adapter (one per phone); without one, "
-            "./run starts the simulated world instead",
-        )
-    where = "this machine" if target.is_host else str(target.root)
-    mode = prov.asterisk_mode()
-    source = "the distribution's packages" if mode == "distro" else f"Debian sid in {aroot.ROOT}"
-    print(f"btgw provision: {where}, adapters {', '.join(adapters)}; Asterisk from {source}")
-    report = run_plan(prov.steps(), dry_run=args.dry_run, say=print)
-    if args.dry_run:
-        print("dry run: nothing was changed")
-    elif not report.changed:
-        print("nothing to do: this gateway is already provisioned")
-    else:
-        print("provisioned.")
-    if not args.dry_run:
-        print(NEXT_STEP.format(btgw=_btgw()))
-    return ExitCode.OK
-
-
-def _update(prov: Provisioner) -> int:
-    config = load_config(prov.target.path(CONFIG))
-    if not prov.target.live:
-        raise ProvisionError(
-            "--update-asterisk restarts Asterisk: it needs systemd running on this machine",
-            hint="run it on the gateway itself",
-        )
-    version = update(prov.aroot, prov.recipe(), prov.target.run, connector(config.asterisk.ami))
-    print(f"Asterisk root updated (asterisk {version}); btgw-asterisk.service restarted")
-    return ExitCode.OK

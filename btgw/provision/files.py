@@ -6,8 +6,10 @@ import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
-ASTERISK_UNIT = "btgw-asterisk.service"
-ASTERISK_WRAPPER = PurePosixPath("/usr/local/sbin/asterisk")
+from btgw.contracts import layout
+
+ASTERISK_UNIT = layout.ASTERISK_UNIT
+ASTERISK_WRAPPER = PurePosixPath(layout.ASTERISK_WRAPPER)
 # What Asterisk reads and writes on the host, bind-mounted at the same place
 # inside its root: config, database and sounds links, logs, spool (voicemail),
 # the control socket folder (`asterisk -r` from the host).

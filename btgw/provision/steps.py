@@ -101,6 +101,16 @@ class Provisioner:
 
     # -- the plan ----------------------------------------------------------
 
+    def preflight(self) -> None:
+        """Refuse before the first step what would fail half way: a disk too
+        small for the Asterisk root.
+
+        Raises:
+            ProvisionError: with what to free.
+        """
+        if self.asterisk_mode() == "root" and self._root_pending() is not None:
+            self._check_space()
+
     def steps(self) -> list[Step]:
         """Every step, in order; which Asterisk steps depends on the mode."""
         steps = [Step("runtime packages", self._packages_pending, self._install_packages)]
@@ -173,6 +183,14 @@ class Provisioner:
     def _build_root(self) -> str:
         for leftover in aroot.leftovers(self.aroot):
             shutil.rmtree(leftover)  # a killed run's half-built root
+        self._check_space()
+        fresh = aroot.build(self.aroot, self.recipe(), self.target.run, suffix="tmp-build")
+        old = aroot.swap_in(self.aroot, fresh)
+        if old is not None:
+            shutil.rmtree(old)
+        return aroot.marker_info(self.aroot).get("asterisk", "")
+
+    def _check_space(self) -> None:
         free = free_bytes(self.aroot.parent)
         if free < self.options.needed_bytes:
             raise ProvisionError(
@@ -180,11 +198,6 @@ class Provisioner:
                 f"under {self.aroot.parent}, {self.options.needed_bytes // 2**20} MiB needed",
                 hint="free some space (apt-get clean, old logs), then run again",
             )
-        fresh = aroot.build(self.aroot, self.recipe(), self.target.run, suffix="tmp-build")
-        old = aroot.swap_in(self.aroot, fresh)
-        if old is not None:
-            shutil.rmtree(old)
-        return aroot.marker_info(self.aroot).get("asterisk", "")
 
     # -- the asterisk user -----------------------------------------------------------
 
