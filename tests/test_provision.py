@@ -120,6 +120,8 @@ def provision(
     target = Target(root=root, run=runner, systemd_running=False)
     prov = Provisioner(target, Options(checkout=REPO, **options))  # type: ignore[arg-type]
     said: list[str] = []
+    if not dry_run:
+        prov.preflight()
     return run_plan(prov.steps(), dry_run=dry_run, say=said.append), said
 
 
@@ -190,7 +192,8 @@ def test_too_little_disk_is_said_before_building(root: Path) -> None:
     runner = FakeDebian(root)
     with pytest.raises(ProvisionError, match="not enough disk space"):
         provision(root, runner, needed_bytes=2**62)
-    assert not [c for c in runner.commands if c[0] == "mmdebstrap"]
+    # Said before the first step: not even apt ran.
+    assert not [c for c in runner.commands if "apt-get" in c or c[0] == "mmdebstrap"]
 
 
 def test_a_hand_made_etc_asterisk_is_kept_with_prev_copies(root: Path) -> None:
@@ -298,3 +301,92 @@ def test_doctor_knows_the_provisioned_layout(root: Path) -> None:
     after = check_asterisk_install(root)
     assert [f.level for f in after] == [Level.OK]
     assert ASTERISK_VERSION in after[0].detail and "--update-asterisk" in after[0].detail
+
+
+# -- updating the Asterisk root ---------------------------------------------------
+
+
+class FakeAmi:
+    """Just enough of AmiConnection for update(): channels and chan_mobile."""
+
+    def __init__(self, channels: list[str], mobile_runs: bool) -> None:
+        self.channels = channels
+        self.mobile_runs = mobile_runs
+
+    async def action(self, name: str, headers: object = None, *, check: bool = True) -> object:
+        from btgw.asterisk.ami import AmiMessage, AmiReply
+
+        if name == "CoreShowChannels":
+            events = [AmiMessage((("Event", "CoreShowChannel"), ("Channel", c)))
+                      for c in self.channels]  # fmt: skip
+            return AmiReply(AmiMessage((("Response", "Success"),)), tuple(events))
+        response = "Success" if self.mobile_runs else "Error"
+        return AmiReply(AmiMessage((("Response", response),)))
+
+    async def close(self) -> None:
+        pass
+
+
+def _updater(root: Path, ami: FakeAmi, runner: FakeDebian):  # type: ignore[no-untyped-def]
+    from btgw.provision import update as upd
+
+    async def connect() -> FakeAmi:
+        return ami
+
+    home = root / str(aroot.ROOT).lstrip("/")
+    recipe = aroot.Recipe(arch="amd64")
+    return lambda: upd.update(home, recipe, runner, connect)  # type: ignore[arg-type]
+
+
+def test_update_waits_for_calls_to_end(root: Path) -> None:
+    from btgw.errors import DeferredError
+
+    provision(root, FakeDebian(root))
+    marker = (root / str(aroot.ROOT).lstrip("/") / aroot.MARKER).read_text()
+    runner = FakeDebian(root)
+    with pytest.raises(DeferredError, match="1 channel"):
+        _updater(root, FakeAmi(["Mobile/mimovil-0001"], True), runner)()
+    assert (root / str(aroot.ROOT).lstrip("/") / aroot.MARKER).read_text() == marker
+    assert not [c for c in runner.commands if c[0] == "systemctl"]
+    assert not list((root / "var/lib/btgw").glob("asterisk-root.*"))
+
+
+def test_update_swaps_the_root_and_restarts(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    provision(root, FakeDebian(root))
+    runner = FakeDebian(root)
+    runner_calls: list[list[str]] = []
+    monkeypatch.setattr(FakeDebian, "__call__", _recording(runner_calls))
+    _updater(root, FakeAmi([], True), runner)()
+    assert ["systemctl", "restart", ASTERISK_UNIT] in runner_calls
+    assert not list((root / "var/lib/btgw").glob("asterisk-root.*"))
+
+
+def test_update_rolls_back_when_the_new_root_does_not_start(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from btgw.provision import update as upd
+
+    provision(root, FakeDebian(root))
+    home = root / str(aroot.ROOT).lstrip("/")
+    (home / "the-old-one").write_text("")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(FakeDebian, "__call__", _recording(calls))
+    monkeypatch.setattr(upd, "START_TIMEOUT", 0.05)
+    monkeypatch.setattr(upd, "POLL", 0.01)
+    with pytest.raises(ProvisionError, match="previous root is back"):
+        _updater(root, FakeAmi([], False), FakeDebian(root))()
+    assert (home / "the-old-one").exists()
+    assert calls.count(["systemctl", "restart", ASTERISK_UNIT]) == 2
+    assert (home.with_name("asterisk-root.old-failed") / aroot.MARKER).exists()
+
+
+def _recording(calls: list[list[str]]):  # type: ignore[no-untyped-def]
+    original = FakeDebian.__call__
+
+    def call(self: FakeDebian, argv: Sequence[str]) -> str:
+        calls.append(list(argv))
+        if argv[0] == "systemctl":
+            return ""
+        return original(self, argv)
+
+    return call

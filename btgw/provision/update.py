@@ -46,9 +46,10 @@ async def channels_up(connect: Connect) -> list[str]:
         await ami.close()
 
 
-async def healthy(connect: Connect, timeout: float = START_TIMEOUT) -> str | None:
-    """None once AMI answers and chan_mobile runs, else why not (after ``timeout``)."""
-    deadline = time.monotonic() + timeout
+async def healthy(connect: Connect, timeout: float | None = None) -> str | None:
+    """None once AMI answers and chan_mobile runs, else why not (after
+    ``timeout``, :data:`START_TIMEOUT` by default)."""
+    deadline = time.monotonic() + (START_TIMEOUT if timeout is None else timeout)
     why = "Asterisk did not answer on AMI"
     while time.monotonic() < deadline:
         try:
