@@ -23,7 +23,7 @@ ROOT = PurePosixPath(layout.ASTERISK_ROOT)
 SUITE = "sid"  # Debian 12 and 13 have no asterisk; sid has 22.x with chan_mobile
 PACKAGES = ("asterisk", "asterisk-mobile", "asterisk-modules", "asterisk-config")
 # Bump when the recipe changes in a way the command line does not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: run/asterisk made in the root (the wrapper binds onto it)
 MARKER = layout.ROOT_MARKER
 BINARY = layout.ROOT_BINARY
 CHAN_MOBILE_GLOB = layout.CHAN_MOBILE_GLOB
@@ -117,6 +117,9 @@ def build(root: Path, recipe: Recipe, run: Runner, *, suffix: str = "tmp-build")
                 hint="connect this machine to the network (check `apt-get update`), then run again",
             ) from exc
         raise
+    # The host's /run/asterisk is bound here by /usr/local/sbin/asterisk (a
+    # plain chroot: nothing creates the mount point for it).
+    (fresh / "run/asterisk").mkdir(parents=True, exist_ok=True)
     version = _package_version(fresh, "asterisk")
     (fresh / MARKER).write_text(
         f"btgw Asterisk root\nrecipe: {recipe.ident()}\nasterisk: {version}\n"

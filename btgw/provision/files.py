@@ -63,7 +63,9 @@ ExecStartPre=+/usr/bin/install -d -o asterisk -g asterisk -m 0755 /run/asterisk
 # same ids, on the host: btgw provision aligns them).
 ExecStart=/usr/sbin/asterisk -g -f -p -U asterisk -G asterisk
 ExecReload=/usr/sbin/asterisk -rx 'core reload'
+# Gracefully: a manual stop lets calls end first, within TimeoutStopSec.
 ExecStop=/usr/sbin/asterisk -rx 'core stop gracefully'
+TimeoutStopSec=30s
 WorkingDirectory=/var/lib/asterisk
 Restart=on-failure
 RestartSec=1
