@@ -16,13 +16,14 @@ from dbus_fast.aio import MessageBus
 
 from btgw.bluez import errors as e
 from btgw.bluez.agent import PairingAgent
-from btgw.bluez.client import BlueZClient, Device
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import (
     AGENT_INTERFACE,
     BTGW_AGENT_PATH,
     HFP_AG_UUID,
     device_path,
 )
+from btgw.bluez.views import Device
 from btgw.contracts.journal import Event
 from testbed.bluez import BlueZSim, SimError, World, headset_spec, record_handle
 from testbed.dbus import PrivateBus

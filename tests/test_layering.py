@@ -5,8 +5,9 @@ never from a layer above, and never from another component of its own layer
 (those are peers that must stay independent).  Top to bottom:
 
 ====  ===========  =========================================================
- 7    cli          ``btgw.cli`` (the parser), ``btgw.commands`` (its own
-                   commands: check, render, apply, doctor, config-reference)
+ 8    cli          ``btgw.cli``: the parser, naming every command's handler
+ 7    commands     ``btgw.commands``: the parser's own commands (check,
+                   render, apply, doctor, config-reference)
  6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``,
                    ``btgw.provision``: the things btgw does, none knowing
                    the others
@@ -17,8 +18,9 @@ never from a layer above, and never from another component of its own layer
  3    state        ``btgw.state``: what btgw learned, over the config model
  2    config       ``btgw.config``: what the owner wants
  1    base         ``btgw`` (its ``__version__``), ``btgw.errors``,
-                   ``btgw.fsutil``, ``btgw.clicommand`` (the shape of a
-                   subcommand): no policy, used everywhere
+                   ``btgw.fsutil``: no policy, used everywhere;
+                   ``btgw.clicommand``: the shape of a subcommand, which
+                   every command module registers under
  0    contracts    ``btgw.contracts``: names both sides of a seam share;
                    imports nothing else of btgw
 ====  ===========  =========================================================
@@ -42,7 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "btgw"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("cli", ("btgw.cli", "btgw.commands")),
+    ("cli", ("btgw.cli",)),
+    ("commands", ("btgw.commands",)),
     ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.provision")),
     ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil")),
     ("render", ("btgw.render", "btgw.configdoc")),

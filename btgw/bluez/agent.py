@@ -16,7 +16,7 @@ device with :meth:`PairingAgent.open_window`.  Inside the window:
 ``AuthorizeService`` is accepted for configured phones (an injected predicate)
 and for the window's device.  The agent registers itself with AgentManager1 and
 asks to be the default agent, and does both again whenever bluetoothd comes
-back (the client's :class:`~btgw.bluez.client.BlueZAppeared`).
+back (the client's :class:`~btgw.bluez.events.BlueZAppeared`).
 
 Calls are accepted only from the current owner of ``org.bluez``: anybody else
 on the system bus gets Rejected without the operator being asked.
@@ -39,7 +39,7 @@ from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt16, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method
 
-from btgw.bluez.client import BlueZAppeared, BlueZClient, BlueZEvent, BlueZState, BlueZVanished
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import (
     AGENT_INTERFACE,
     BTGW_AGENT_PATH,
@@ -48,6 +48,8 @@ from btgw.bluez.defs import (
     mac_from_device_path,
 )
 from btgw.bluez.errors import AlreadyExistsError, BlueZError
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
+from btgw.bluez.manager import BlueZState
 from btgw.contracts.bluetooth import normalise_mac
 from btgw.contracts.journal import Event, fields
 

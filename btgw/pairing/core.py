@@ -36,16 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from btgw.asterisk.apply import ApplyResult
 from btgw.bluez.agent import PairingAgent
-from btgw.bluez.client import (
-    Adapter,
-    BlueZAppeared,
-    BlueZClient,
-    BlueZEvent,
-    BlueZVanished,
-    Device,
-    ObjectAdded,
-    ObjectRemoved,
-)
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.errors import (
     AlreadyConnectedError,
     BlueZConnectionLostError,
@@ -56,6 +47,8 @@ from btgw.bluez.errors import (
     InProgressError,
     ObjectGoneError,
 )
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished, ObjectAdded, ObjectRemoved
+from btgw.bluez.views import Adapter, Device
 from btgw.config import AdapterConfig, GatewayConfig, PhoneName, load_config, parse_config
 from btgw.contracts.bluetooth import normalise_mac
 from btgw.contracts.journal import Event, fields
