@@ -155,6 +155,9 @@ class Provisioner:
         chroot = self.target.chrooted
         env = ["env", "DEBIAN_FRONTEND=noninteractive"]
         if missing:
+            # A run killed inside apt leaves dpkg half way; apt refuses to go
+            # on until this finishes it.
+            self.target.run(chroot([*env, "dpkg", "--configure", "-a"]))
             self._apt_update()
             self.target.run(
                 chroot([*env, "apt-get", "install", "-y", "-q", "--no-install-recommends",
