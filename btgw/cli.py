@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from btgw.clicommand import LazyHandler  # noqa: PLC0415 - likewise
     from btgw.pairing.cli import register as register_pairing  # noqa: PLC0415 - likewise
+    from btgw.provision.cli import register as register_provision  # noqa: PLC0415 - likewise
 
     parser = argparse.ArgumentParser(
         prog="btgw",
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", ours("check"), "validate btgw.toml and say what it defines", json=True)
     register_pairing(add)
     register_daemon(add)
+    register_provision(add)
     add(
         "doctor",
         ours("doctor"),
@@ -137,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         json=True,
     )
     p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument(
+        "--nftables",
+        action="store_true",
+        help="also write btgw.nft: an nftables table for SIP, RTP and AMI (nft -f btgw.nft)",
+    )
     p = add(
         "apply",
         ours("apply"),

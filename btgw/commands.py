@@ -15,11 +15,12 @@ from btgw import doctor
 from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.cliutil import load_all
-from btgw.config import config_path
+from btgw.config import GatewayConfig, config_path
 from btgw.configdoc import render_reference
 from btgw.errors import ExitCode
 from btgw.fsutil import atomic_write
 from btgw.render.files import render_all
+from btgw.render.firewall import firewall, render_nftables
 from btgw.state import save_state
 
 if TYPE_CHECKING:
@@ -42,6 +43,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+NFT_FILE = "btgw.nft"
+
+
+def nftables_text(config: GatewayConfig, config_arg: Path | None) -> str:
+    """btgw.nft for ``config``, with the RTP range of the rtp.conf beside it."""
+    try:
+        rtp_conf: str | None = (config.asterisk.config_dir / "rtp.conf").read_text("utf-8")
+    except OSError:
+        rtp_conf = None  # Asterisk's default range
+    fw = firewall(config, rtp_conf)
+    return render_nftables(fw, str(config_path(config_arg)))
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     config, state, sources, _ = load_all(args)
     out = Path(args.out)
@@ -50,6 +64,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         path = out / gen.name
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text, mode=gen.mode)
+        written.append(str(path))
+    if args.nftables:
+        path = out / NFT_FILE
+        atomic_write(path, nftables_text(config, args.config), mode=0o644)
         written.append(str(path))
     if args.json:
         print(json.dumps({"written": written}))
@@ -102,7 +120,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     config, state, sources, _ = load_all(args)
 
     async def gather() -> list[doctor.Finding]:
-        findings = [doctor.check_python()]
+        findings = [doctor.check_python(), *doctor.check_asterisk_install()]
         findings += doctor.check_adapters(config)
         findings += doctor.check_secrets(config)
         findings.append(doctor.check_files(config, state, sources))

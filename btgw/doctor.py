@@ -18,6 +18,7 @@ from btgw.asterisk.apply import plan_changes
 from btgw.asterisk.mobile import MobileParseError, parse_show_devices
 from btgw.bluez.sysfs import SYSFS_ROOT, list_adapters, setup_advice
 from btgw.config import GatewayConfig
+from btgw.contracts import layout
 from btgw.errors import BtgwError
 from btgw.render import Sources
 from btgw.render.files import render_all
@@ -65,6 +66,67 @@ def check_adapters(config: GatewayConfig, sysfs_root: Path = SYSFS_ROOT) -> list
         Finding("adapters", Level.WARN, advice)
         for advice in setup_advice(adapters, len(config.phones))
     ]
+    return out
+
+
+def check_asterisk_install(root: Path = Path("/")) -> list[Finding]:
+    """Which Asterisk this gateway runs: the distribution's, or btgw's root
+    (``btgw provision``) with its service and ``asterisk`` wrapper."""
+
+    def under(path: object) -> Path:
+        return root / str(path).lstrip("/")
+
+    status = _dpkg_status(under("/var/lib/dpkg/status"))
+    if "asterisk" in status:
+        if "asterisk-mobile" not in status:
+            return [Finding("install", Level.FAIL, "the distribution's Asterisk has no "
+                            "chan_mobile", "apt-get install asterisk-mobile")]  # fmt: skip
+        return [Finding("install", Level.OK, f"Asterisk {status['asterisk']} from the "
+                        "distribution, with asterisk-mobile")]  # fmt: skip
+    home = under(layout.ASTERISK_ROOT)
+    out = [
+        Finding("install", Level.WARN, f"an interrupted build left {p}",
+                "sudo ./run (or btgw provision) removes it and finishes")
+        for p in sorted(home.parent.glob(f"{home.name}.tmp-*"))
+    ]  # fmt: skip
+    if not (home / layout.ROOT_MARKER).is_file() or not (home / layout.ROOT_BINARY).is_file():
+        return [*out, Finding("install", Level.FAIL, f"no Asterisk: neither the distribution's "
+                              f"nor btgw's root {layout.ASTERISK_ROOT}",
+                              "sudo ./run provisions Asterisk 22 with chan_mobile")]  # fmt: skip
+    info = _marker(home / layout.ROOT_MARKER)
+    detail = (
+        f"Asterisk {info.get('asterisk', '?')} from btgw's root {layout.ASTERISK_ROOT} "
+        f"(built {info.get('built', '?')}); update: sudo btgw provision --update-asterisk"
+    )
+    out.append(Finding("install", Level.OK, detail))
+    if not any(home.glob(layout.CHAN_MOBILE_GLOB)):
+        out.append(Finding("install", Level.FAIL, "chan_mobile.so is missing from the root",
+                           "sudo btgw provision --update-asterisk rebuilds it"))  # fmt: skip
+    for path in (f"/etc/systemd/system/{layout.ASTERISK_UNIT}", layout.ASTERISK_WRAPPER):
+        if not under(path).exists():
+            out.append(Finding("install", Level.WARN, f"{path} is missing", "sudo ./run"))
+    return out
+
+
+def _marker(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines()) if v}
+
+
+def _dpkg_status(path: Path) -> dict[str, str]:
+    """Installed packages and their versions, from dpkg's status file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    out = {}
+    for para in text.split("\n\n"):
+        fields = dict(ln.split(": ", 1) for ln in para.splitlines() if ": " in ln)
+        if fields.get("Status") == "install ok installed" and "Package" in fields:
+            out[fields["Package"]] = fields.get("Version", "")
     return out
 
 

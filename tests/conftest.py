@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiers import TierError, tier_of
 
 from btgw.errors import BtgwError
 from testbed.asterisk import AsteriskInstance, ensure_root
 from testbed.dbus import PrivateBus
+
+from tiers import TierError, is_slow, tier_of
 
 # --------------------------------------------------------------------------
 # Tiers (tests/tiers.py says which and why), set at collection and enforced
@@ -26,6 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = tier_of(item)
         if item.get_closest_marker(tier) is None:
             item.add_marker(getattr(pytest.mark, tier))
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
 
 
 _running: list[str] = []  # the tier of the test being set up or run

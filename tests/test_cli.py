@@ -129,7 +129,8 @@ def test_fast_path_with_global_options_imports_no_argparse(tmp_path: Path) -> No
 # -- --json only where the output is data -------------------------------------
 
 PRINTS_DATA = {"check", "render", "apply", "doctor", "scan", "pair", "unpair", "status", "health"}
-PRINTS_TEXT = {"config-reference", "run"}  # a Markdown document; a daemon that logs
+# a Markdown document; a daemon that logs; provisioning's step list
+PRINTS_TEXT = {"config-reference", "run", "provision"}
 
 
 def test_json_is_offered_by_the_commands_that_print_data() -> None:
@@ -166,7 +167,7 @@ def test_every_handler_resolves_to_a_namespace_to_int_function() -> None:
         # as written (postponed annotations; some import argparse only for mypy)
         hints = inspect.get_annotations(handler)
         assert hints == {params[0].name: "argparse.Namespace", "return": "int"}, name
-    assert lazy == 9  # all but status and health, whose code is already loaded
+    assert lazy == 10  # all but status and health, whose code is already loaded
 
 
 @pytest.mark.host

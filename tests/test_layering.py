@@ -8,8 +8,9 @@ never from a layer above, and never from another component of its own layer
  9    cli          ``btgw.cli``: the parser, naming every command's handler
  8    commands     ``btgw.commands``: the parser's own commands (check,
                    render, apply, doctor, config-reference)
- 7    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``: the
-                   three things btgw does, none knowing the others
+ 7    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``,
+                   ``btgw.provision``: the things btgw does, none knowing
+                   the others
  6    edges        ``btgw.asterisk``, ``btgw.bluez``: one per outside system,
                    neither knowing the other; ``btgw.cliutil``: loading config
                    and state for a command (no edge needs it)
@@ -48,7 +49,7 @@ PACKAGE = REPO / "btgw"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("btgw.cli",)),
     ("commands", ("btgw.commands",)),
-    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor")),
+    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.provision")),
     ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil")),
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),

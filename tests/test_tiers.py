@@ -7,10 +7,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from tiers import ASTERISK_FIXTURES, DBUS_FIXTURES, TIERS, TierError, tier_of
 
 from testbed.asterisk import AsteriskInstance
 from testbed.dbus import PrivateBus
+
+from tiers import ASTERISK_FIXTURES, DBUS_FIXTURES, TIERS, TierError, tier_of
 
 
 def test_every_test_carries_the_tier_its_fixtures_need(request: pytest.FixtureRequest) -> None:

@@ -20,8 +20,8 @@ import pytest
 #   dbus      a private dbus-daemon (the BlueZ simulator lives on it)
 #   asterisk  the bench's real Asterisk root (and usually dbus too)
 #   realstack the QEMU VM with the real kernel Bluetooth stack (tests/realstack)
-# ``./test -m "not asterisk and not realstack"`` is the fast loop; ``./test``
-# runs every tier.
+# ``./test -m "not slow"`` is the fast loop (is_slow below); ``./test`` runs
+# every tier.
 # A test gets its tier from the fixtures it uses, else from an explicit mark
 # (its own, its module's, or HOST_MODULES below), else it is pure.  Each tier
 # is enforced while the test (and the fixtures it sets up) runs: Asterisk
@@ -36,9 +36,16 @@ ASTERISK_FIXTURES = frozenset(
     {"asterisk_root", "asterisk_factory", "asterisk", "bench_world", "world"}
 )
 DBUS_FIXTURES = frozenset({"private_bus", "bluez_sim", "bluez_client", "pairing_agent"})
+# Installs on fresh machines (tests/test_deb.py, tests/test_provision_root.py):
+# mmdebstrap, apt and dpkg in roots they build, so host programs.
+HOST_MARKS = frozenset({"deb", "provision_root"})
+# What `-m "not slow"`, the fast loop, leaves out: real Asterisk, the VM,
+# fresh Debian roots and the Kamailio fleet.
+SLOW_TIERS = frozenset({"asterisk", "realstack"})
+SLOW_MARKS = frozenset({"deb", "provision_root", "fleet"})
 # Modules whose every test runs host programs (the shim's C, a wheel build);
 # single tests elsewhere carry @pytest.mark.host.
-HOST_MODULES = frozenset({"test_packaging", "test_sim_shim"})
+HOST_MODULES = frozenset({"test_packaging", "test_sim_shim", "test_provision"})
 
 
 class TierError(Exception):
@@ -58,6 +65,13 @@ def tier_of(item: pytest.Item) -> str:
     if "dbus" in marks or names & DBUS_FIXTURES:
         return "dbus"
     module = getattr(item, "module", None)
-    if "host" in marks or (module is not None and module.__name__ in HOST_MODULES):
+    in_host_module = module is not None and module.__name__ in HOST_MODULES
+    if "host" in marks or marks & HOST_MARKS or in_host_module:
         return "host"
     return "pure"
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Left out of the fast loop (``-m "not slow"``)."""
+    marks = {m.name for m in item.iter_markers()}
+    return tier_of(item) in SLOW_TIERS or bool(marks & SLOW_MARKS)
