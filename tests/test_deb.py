@@ -92,6 +92,12 @@ def test_install_check_verify_purge(
     assert len({p.read_text() for p in secrets}) == 4
     assert in_root(root, ["btgw", "--version"]).strip() == "btgw 0.1.0"
     assert "valid" in in_root(root, ["btgw", "check"])
+    # `btgw check` imports only the config side: the daemon, the pairing agent
+    # (dbus_fast.annotations) and journald must import too, from what the
+    # package brings and what it depends on.
+    imports = "import btgw.daemon.run, btgw.bluez.agent, btgw.pairing.core, systemd.journal"
+    path = "import sys; sys.path.insert(0, '/usr/lib/btgw/lib'); "
+    in_root(root, ["python3", "-I", "-c", path + imports])
     verify = subprocess.run(
         ["systemd-analyze", f"--root={root}", "verify", "--man=no",
          "/usr/lib/systemd/system/btgw.service"],
