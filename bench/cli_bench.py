@@ -2,7 +2,7 @@
 
 Each is a whole process started from scratch, as monitoring runs them, and
 each answers what monitoring gets from a running gateway: the bench writes a
-daemon snapshot first (the shape `Supervisor.snapshot()` writes, with a fresh
+daemon snapshot first (a `btgw.daemon.snapshot.Snapshot`, as the daemon writes it, with a fresh
 heartbeat, rewritten before every round as the daemon rewrites it).  The
 "daemon down" rows time the other answer (no snapshot file).
 
@@ -29,11 +29,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.stats import stats
+from btgw.daemon.snapshot import (
+    AdapterStatus,
+    AmiStatus,
+    BlueZStatus,
+    PhoneStatus,
+    Snapshot,
+    TrunkStatus,
+)
 from btgw.daemon.status import HEARTBEAT_S, write_snapshot
 from testbed.asterisk import AsteriskInstance
+
+if TYPE_CHECKING:
+    from btgw.daemon.status import SnapshotJson
 
 ROOT = Path(__file__).resolve().parents[1]
 PHONES = ("pepe", "maria", "oficina")
@@ -66,48 +77,39 @@ def install(work: Path) -> Path:
     return venv / "bin"
 
 
-def snapshot(now: float) -> dict[str, Any]:
-    """A running gateway as `Supervisor.snapshot()` describes it: two adapters,
-    three phones (one away, on the first rung of recovery), one trunk."""
-    phones = [
-        {
-            "name": name,
-            "address": f"A4:C3:F0:85:AC:{i:02X}",
-            "group": 1,
-            "connected": i != 2,
-            "state": "Free" if i != 2 else None,
-            "signal": None,
-            "battery": None,
-            "route": "up" if i != 2 else "down",
-            "up": i != 2,
-            "recovery": "none" if i != 2 else "wait-chan-mobile-retry",
-            "recovery_attempt": 0 if i != 2 else 1,
-        }
+def snapshot(now: float) -> SnapshotJson:
+    """A running gateway as the daemon's :class:`Snapshot` describes it: two
+    adapters, three phones (one away, on the first rung of recovery), one trunk."""
+    phones = tuple(
+        PhoneStatus(
+            name=name,
+            address=f"A4:C3:F0:85:AC:{i:02X}",
+            group=1,
+            connected=i != 2,
+            state="Free" if i != 2 else None,
+            route="up" if i != 2 else "down",
+            up=i != 2,
+            recovery="none" if i != 2 else "wait-chan-mobile-retry",
+            recovery_attempt=0 if i != 2 else 1,
+        )
         for i, name in enumerate(PHONES)
-    ]
-    return {
-        "version": 1,
-        "pid": os.getpid(),
-        "started": now - 3600,
-        "heartbeat": now,
-        "ready": True,
-        "health": "degraded",
-        "health_code": 1,
-        "summary": "phone(s) down: oficina",
-        "waiting_for_call": [],
-        "ami": {"state": "connected", "error": None, "boots_seen": 1, "events": 5120},
-        "bluez": {"state": "running"},
-        "adapters": [
-            {"address": a, "hci": f"hci{i}", "powered": True, "prepared": True}
+    )
+    return Snapshot(
+        started=now - 3600,
+        ready=True,
+        health="degraded",
+        health_code=1,
+        summary="phone(s) down: oficina",
+        ami=AmiStatus(state="connected", error=None, boots_seen=1, events=5120),
+        bluez=BlueZStatus("running"),
+        adapters=tuple(
+            AdapterStatus(address=a, hci=f"hci{i}", powered=True, prepared=True)
             for i, a in enumerate(ADAPTERS)
-        ],
-        "phones": phones,
-        "trunks": [{"name": "telnyx", "registered": True}],
-        "routes": {
-            "route/g1": "up",
-            **{f"route/phone/{p['name']}": p["route"] for p in phones},
-        },
-    }
+        ),
+        phones=phones,
+        trunks=(TrunkStatus("telnyx", registered=True),),
+        routes={"route/g1": "up", **{f"route/phone/{p.name}": p.route or "" for p in phones}},
+    ).to_json(heartbeat=now)
 
 
 def _check(argv: list[str], env: dict[str, str], expected: str) -> None:

@@ -31,7 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from btgw.bluez.defs import normalise_mac
+from btgw.contracts.asterisk import AMI_USER
+from btgw.contracts.bluetooth import normalise_mac
 from btgw.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/btgw/btgw.toml")
@@ -174,7 +175,7 @@ class AmiConfig(_WithSecret):
     """Where Asterisk's manager listens (keep it on loopback)."""
     port: Port = 5038
     """Manager port (manager.conf [general] port)."""
-    user: Username = "btgw"
+    user: Username = AMI_USER
     """AMI user btgw logs in as; btgw writes it to manager.d/btgw.conf."""
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     """Seconds to wait for the manager to answer."""

@@ -85,8 +85,8 @@ from btgw.bluez.defs import (
     FailedReason,
     adapter_path,
     device_path,
-    normalise_mac,
 )
+from btgw.contracts.bluetooth import normalise_mac
 from testbed.spec import AdapterSpec, PhoneSpec
 
 __all__ = [

@@ -21,8 +21,9 @@ import logging
 import socket
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from testbed.spec import HSP_AG_UUID, PNP_UUID, PhoneSpec
 
@@ -549,3 +550,25 @@ async def _serve_connection(conn: socket.socket, server: SdpServer) -> None:
         log.debug("SDP client went away: %s", exc)
     finally:
         conn.close()
+
+
+def unix_socket_factory(path_for: Callable[[str], Path]) -> Callable[[str, float], socket.socket]:
+    """An SDP socket factory for btgw (``btgw.bluez.sdp.SdpSocketFactory``) that
+    reaches the simulated phones' SDP servers over Unix seqpacket sockets, where
+    the product's own factory opens L2CAP sockets to PSM 1.
+
+    ``path_for(phone_mac)`` names the socket, e.g.
+    ``lambda mac: testbed.spec.sdp_path(sock_dir, mac)``.
+    """
+
+    def connect(phone_mac: str, timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(path_for(phone_mac)))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return connect

@@ -30,9 +30,9 @@ from btgw.asterisk.ami import AmiConnection, AmiError, AmiFactory, AmiMessage, c
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
 from btgw.config import GatewayConfig, parse_config
+from btgw.contracts import astdb
 from btgw.errors import BtgwError
 from btgw.render import Sources
-from btgw.render.dialplan import ROUTE_DB_FAMILY, route_key
 from btgw.render.files import CHAN_MOBILE, MANAGER, render_all
 from btgw.state import State, assign_adapters
 from testbed.asterisk import (
@@ -707,13 +707,13 @@ def preinstall(pbx: AsteriskInstance, config: GatewayConfig, sources: Sources) -
 
 async def read_route(ami: AmiConnection, key: str) -> str | None:
     """The route state btgw published at AstDB ``btgw/<key>`` (None: unset)."""
-    reply = await ami.action("DBGet", {"Family": ROUTE_DB_FAMILY, "Key": key}, check=False)
+    reply = await ami.action("DBGet", {"Family": astdb.FAMILY, "Key": key}, check=False)
     values = [e.get("Val") for e in reply.events if e.event == "DBGetResponse"]
     return values[0] if values else None
 
 
 async def _route(world: World) -> str:
-    return await read_route(world.ami, route_key(1)) or "unset"
+    return await read_route(world.ami, astdb.route_key(1)) or "unset"
 
 
 async def wait_route(world: World, want: str, timeout: float) -> float:

@@ -198,3 +198,50 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("-", "bench timings")
         for name, seconds in WORLD_TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f} s")
+    audit = _JOURNAL_AUDIT  # defined below, with its fixture
+    terminalreporter.write_line(
+        f"journal audit: {audit.entries} journald entries, {audit.events} events "
+        f"checked against btgw.contracts.journal.Event, {len(audit.problems)} off it"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Journal audit (tests/journal_audit.py): every journald entry of every test,
+# in process and from bench processes, is checked against the Event enum.
+# ---------------------------------------------------------------------------
+from journal_audit import JournalAudit  # noqa: E402
+
+from testbed import journald as _journald  # noqa: E402
+
+_JOURNAL_AUDIT = JournalAudit()
+
+
+@pytest.fixture(autouse=True)
+def journal_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[JournalAudit]:
+    """Fails the test that logged an event spelled otherwise than the enum."""
+    logger = logging.getLogger("btgw")
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # what ``btgw run`` sends to journald
+    handler = _JOURNAL_AUDIT.handler()
+    logger.addHandler(handler)
+    sinks: list[_journald.JournalSink] = []
+    real_open = _journald.JournalSink.open
+
+    def open_and_watch(sink: _journald.JournalSink) -> None:
+        sinks.append(sink)
+        real_open(sink)
+
+    monkeypatch.setattr(_journald.JournalSink, "open", open_and_watch)
+    before = len(_JOURNAL_AUDIT.problems)
+    try:
+        yield _JOURNAL_AUDIT
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    for sink in sinks:
+        for _, entry in sink.entries:
+            _JOURNAL_AUDIT.check(entry, f"journald stand-in {sink.directory}")
+    problems = _JOURNAL_AUDIT.problems[before:]
+    if problems:
+        pytest.fail("journal entries off the Event enum:\n" + "\n".join(problems))

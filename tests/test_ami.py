@@ -4,6 +4,8 @@ framing checks, and a live session against the bench's Asterisk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,46 @@ async def test_asterisk_going_away_ends_the_session(tmp_path):
         await ami.close()
     finally:
         pbx.close()
+
+
+async def test_a_reply_racing_the_callers_timeout_leaves_the_session_usable():
+    """A reply that arrives as the caller gives up must not kill the reader.
+
+    Seen under load on the bench: an Originate timed out, its late reply found
+    the caller's future already cancelled, set_result raised InvalidStateError
+    in the reader task, and the session went deaf with its socket open.
+
+    The server shares the client's event loop: it writes the reply, then holds
+    the loop past the caller's deadline.  The next loop iteration then sees
+    the reply readable and the deadline due together, which is exactly the
+    window: the reader wakes before the caller's clean-up runs.
+    """
+    timeout = 0.05
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        buf = b""
+        while data := await reader.read(4096):
+            buf += data
+            while b"\r\n\r\n" in buf:
+                block, buf = buf.split(b"\r\n\r\n", 1)
+                headers = dict(line.split(": ", 1) for line in block.decode().split("\r\n"))
+                reply = f"Response: Success\r\nActionID: {headers['ActionID']}\r\n\r\n"
+                writer.write(reply.encode())
+                if headers["Action"] == "Slow":
+                    time.sleep(timeout * 2)  # noqa: ASYNC251 -- holding the loop is the point
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        conn = await AmiConnection.open("127.0.0.1", port, "u", "s")
+        try:
+            with contextlib.suppress(TimeoutError):
+                await conn.action("Slow", timeout=timeout, check=False)
+            await asyncio.sleep(0.01)
+            assert not conn.closed.done(), f"the reader died: {conn.closed.result()!r}"
+            reply = await conn.action("Ping", timeout=2, check=False)
+            assert reply.ok
+        finally:
+            await conn.close()

@@ -15,19 +15,19 @@ from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
 from btgw.bluez import errors as e
-from btgw.bluez.client import (
+from btgw.bluez.client import BlueZClient
+from btgw.bluez.defs import ADAPTER_INTERFACE, DEVICE_INTERFACE
+from btgw.bluez.events import (
     BlueZAppeared,
-    BlueZClient,
     BlueZEvent,
-    BlueZState,
     BlueZVanished,
     BusDisconnected,
-    Device,
     ObjectAdded,
     ObjectRemoved,
     PropertiesChanged,
 )
-from btgw.bluez.defs import ADAPTER_INTERFACE, DEVICE_INTERFACE
+from btgw.bluez.manager import BlueZState
+from btgw.bluez.views import Device
 from testbed.bluez import BlueZSim, World, headset_spec, laptop_spec
 from testbed.dbus import PrivateBus
 from testbed.spec import AdapterSpec, PhoneSpec

@@ -17,10 +17,10 @@ from btgw.bluez.defs import (
     DBusErrorName,
     device_path,
     mac_from_device_path,
-    normalise_mac,
     uuid16,
 )
 from btgw.bluez.phones import is_phone, offers_hfp_ag, recognise_phone
+from btgw.contracts.bluetooth import normalise_mac
 from btgw.errors import BluetoothError, ExitCode
 from testbed import spec
 

@@ -16,14 +16,15 @@ from dbus_fast.aio import MessageBus
 
 from btgw.bluez import errors as e
 from btgw.bluez.agent import PairingAgent
-from btgw.bluez.client import BlueZClient, Device
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import (
     AGENT_INTERFACE,
     BTGW_AGENT_PATH,
     HFP_AG_UUID,
-    PAIRING_REJECTED_MESSAGE_ID,
     device_path,
 )
+from btgw.bluez.views import Device
+from btgw.contracts.journal import Event
 from testbed.bluez import BlueZSim, SimError, World, headset_spec, record_handle
 from testbed.dbus import PrivateBus
 from testbed.spec import AdapterSpec, PhoneSpec
@@ -80,7 +81,8 @@ class Operator:
 
 
 def rejections(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "BTGW_EVENT", None) == "pairing_rejected"]
+    wanted = Event.PAIRING_REJECTED.name
+    return [r for r in caplog.records if getattr(r, "BTGW_EVENT", None) == wanted]
 
 
 async def test_pairing_inside_a_window_succeeds_end_to_end(
@@ -137,7 +139,7 @@ async def test_pairing_outside_a_window_is_rejected_and_logged(
     assert not known(bluez_client, PIXEL).paired
     [record] = rejections(caplog)
     assert getattr(record, "BTGW_PHONE", None) == PIXEL
-    assert getattr(record, "MESSAGE_ID", None) == PAIRING_REJECTED_MESSAGE_ID
+    assert getattr(record, "MESSAGE_ID", None) == Event.PAIRING_REJECTED.message_id
     assert PIXEL in record.getMessage()
     assert "no pairing window" in record.getMessage()
 

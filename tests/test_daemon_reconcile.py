@@ -10,11 +10,12 @@ import random
 import pytest
 
 from btgw.asterisk.mobile import MobileDevice, MobileState
+from btgw.contracts.astdb import RouteValue, phone_key
+from btgw.contracts.health import Health
 from btgw.daemon.reconcile import (
     ALLOWED,
     LADDER,
     AdapterSeen,
-    Health,
     Observed,
     PhoneSeen,
     PrepareAdapter,
@@ -22,7 +23,6 @@ from btgw.daemon.reconcile import (
     RebindChanMobile,
     Recover,
     ReportHealth,
-    RouteValue,
     SetTrack,
     Step,
     Track,
@@ -31,7 +31,6 @@ from btgw.daemon.reconcile import (
     check_transition,
     decide,
     next_delay,
-    phone_key,
 )
 from btgw.state import State, assign_adapters
 
@@ -241,7 +240,7 @@ def test_next_delay_bounds() -> None:
     [
         "btgw.daemon.reconcile",
         "btgw.daemon.ami_watch",
-        "btgw.daemon.events",
+        "btgw.contracts.journal",
         "btgw.daemon.systemd",
     ],
 )

@@ -15,8 +15,9 @@ import pytest
 
 from btgw.asterisk.ami import connector
 from btgw.bluez.client import BlueZClient
+from btgw.contracts.health import Health
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
-from btgw.daemon.reconcile import Health, ReportHealth, Step
+from btgw.daemon.reconcile import ReportHealth, Step
 from btgw.daemon.status import read
 from btgw.daemon.supervisor import PREPARE_RETRY_S, Outcome, Supervisor
 from btgw.errors import BluetoothError

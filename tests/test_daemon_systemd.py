@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from btgw.daemon.events import Event, fields
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.systemd import (
     JournalHandler,
     LoopMonitor,

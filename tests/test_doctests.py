@@ -14,6 +14,10 @@ MODULES = [
     "btgw.bluez.defs",
     "btgw.bluez.errors",
     "btgw.bluez.phones",
+    "btgw.contracts.astdb",
+    "btgw.contracts.bluetooth",
+    "btgw.contracts.chan_mobile",
+    "btgw.contracts.journal",
     "testbed.sipp",
 ]
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from btgw.daemon.events import Event
+from btgw.contracts.journal import Event
 from testbed.journald import JournalSink, journald_wrapper, parse_journal_entry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the private /run needs root")
 
 CHILD = """
 import logging
-from btgw.daemon.events import Event, fields
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.systemd import setup_logging
 setup_logging()
 logging.getLogger("btgw.daemon.supervisor").warning(

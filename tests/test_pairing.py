@@ -21,7 +21,7 @@ from btgw.asterisk.apply import ApplyResult
 from btgw.bluez import errors as e
 from btgw.bluez.agent import PairingAgent
 from btgw.bluez.client import BlueZClient
-from btgw.bluez.sdp import async_find_hfp_ag_channel, unix_socket_factory
+from btgw.bluez.sdp import async_find_hfp_ag_channel
 from btgw.cli import main
 from btgw.config import GatewayConfig, load_config
 from btgw.errors import ConfigError, ExitCode
@@ -40,6 +40,7 @@ from btgw.state import State, load_state
 from testbed.bluez import BlueZSim, SimError, World, headset_spec, laptop_spec
 from testbed.dbus import PrivateBus
 from testbed.phone import SimPhone
+from testbed.sdp_server import unix_socket_factory
 from testbed.spec import AdapterSpec, PhoneSpec, sdp_path
 
 ADAPTER = "00:1A:7D:DA:71:10"

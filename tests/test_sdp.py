@@ -40,7 +40,7 @@ from btgw.bluez.sdp import (
     Url,
 )
 from btgw.errors import BluetoothError, ExitCode
-from testbed.sdp_server import SdpServer, phone_records, serve_sdp
+from testbed.sdp_server import SdpServer, phone_records, serve_sdp, unix_socket_factory
 from testbed.spec import PhoneSpec, sdp_path
 
 DATA = Path(__file__).parent / "data" / "sdp"
@@ -838,12 +838,12 @@ def unix_phone(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_unix_socket_factory_reaches_a_simulated_phone(unix_phone: Path) -> None:
-    factory = sdp.unix_socket_factory(lambda mac: unix_phone / f"sdp-{mac.replace(':', '')}")
+    factory = unix_socket_factory(lambda mac: unix_phone / f"sdp-{mac.replace(':', '')}")
     assert sdp.query_hfp_ag_channel(PHONE, socket_factory=factory, timeout=2) == 4
 
 
 def test_unix_socket_factory_missing_phone_is_unreachable(tmp_path: Path) -> None:
-    factory = sdp.unix_socket_factory(lambda mac: tmp_path / "nobody")
+    factory = unix_socket_factory(lambda mac: tmp_path / "nobody")
     with pytest.raises(PhoneUnreachableError):
         sdp.query_hfp_ag_channel(PHONE, socket_factory=factory, timeout=1)
 
@@ -924,7 +924,7 @@ async def test_against_the_phone_simulator(tmp_path: Path) -> None:
     server = SdpServer(phone_records(spec))
     task = asyncio.create_task(serve_sdp(listener, server))
     try:
-        factory = sdp.unix_socket_factory(lambda mac: sdp_path(tmp_path, mac))
+        factory = unix_socket_factory(lambda mac: sdp_path(tmp_path, mac))
         channel = await sdp.async_find_hfp_ag_channel(
             tmp_path / "no-bluez-storage", ADAPTER, PHONE, socket_factory=factory, timeout=5
         )

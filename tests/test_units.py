@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from btgw.daemon.events import MESSAGE_IDS
+from btgw.contracts.journal import MESSAGE_IDS
 from btgw.errors import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -345,7 +345,7 @@ def test_udevadm_verify_when_available():
 # journald catalog
 # --------------------------------------------------------------------------
 
-# Journal fields the daemon attaches (STYLE.md 8; btgw/daemon/events.py).
+# Journal fields the daemon attaches (STYLE.md 8; btgw/contracts/journal.py).
 _CATALOG_FIELDS = {"BTGW_PHONE", "BTGW_ADAPTER", "BTGW_EVENT", "BTGW_TRUNK", "MESSAGE"}
 _HEADER = re.compile(r"^-- (?P<id>[0-9a-f]{32})(?: (?P<lang>[a-z]{2}(?:_[A-Z]{2})?))?$")
 

@@ -46,6 +46,14 @@ class AmiDisconnectedError(AmiError):
     """The session ended while an action was waiting for its reply."""
 
 
+class AmiTimeoutError(AmiError, TimeoutError):
+    """An action got no complete reply in time; the session may still be fine.
+
+    Both an :class:`AmiError` (commands report it with its hint) and a
+    :class:`TimeoutError` (what :meth:`AmiConnection.action` documents).
+    """
+
+
 class AmiActionError(AmiError):
     """Asterisk answered ``Response: Error`` to an action."""
 
@@ -331,7 +339,8 @@ class AmiConnection:
             AmiHeaderError: a header would break framing (nothing is sent).
             AmiActionError: ``check`` and Asterisk answered Error.
             AmiDisconnectedError: the session ended first.
-            TimeoutError: no complete reply within ``timeout``.
+            AmiTimeoutError: no complete reply within ``timeout`` (a
+                TimeoutError too).
         """
         if self.closed.done():
             raise AmiDisconnectedError("AMI session is closed", "reconnect")
@@ -344,6 +353,13 @@ class AmiConnection:
             await self._writer.drain()
             async with asyncio.timeout(timeout):
                 reply = await pending.future
+        except TimeoutError as exc:
+            # Before OSError: TimeoutError is one, and a slow Asterisk is not
+            # a lost session.
+            raise AmiTimeoutError(
+                f"Asterisk did not answer {name} within {timeout:g} s",
+                "Asterisk may be overloaded; btgw tries again",
+            ) from exc
         except (ConnectionError, OSError) as exc:
             raise AmiDisconnectedError(
                 f"AMI session lost during {name}: {exc}", "reconnect"
@@ -425,13 +441,19 @@ class AmiConnection:
                     except Exception:
                         log.exception("AMI event handler failed on %s", message.event)
             return
+        if pending.future.done():
+            # The caller gave up (timeout, cancellation) and has not yet
+            # removed its entry: the late reply has nobody to go to.  Setting
+            # a result on the cancelled future would raise in this reader and
+            # leave the session deaf with its socket open.
+            return
         if message.response:
             pending.response = message
             if message.get("EventList").lower() != "start":
                 pending.future.set_result(AmiReply(message))
             return
         if message.get("EventList").lower() == "complete":
-            if pending.response is not None and not pending.future.done():
+            if pending.response is not None:
                 pending.future.set_result(AmiReply(pending.response, tuple(pending.events)))
             return
         pending.events.append(message)

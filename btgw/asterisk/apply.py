@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from btgw.asterisk.ami import AmiActionError, AmiConnection, AmiFactory, connector
-from btgw.asterisk.mobile import MobileParseError, matches_id, parse_show_devices
+from btgw.asterisk.mobile import MobileParseError, parse_show_devices
 from btgw.config import GatewayConfig
+from btgw.contracts.chan_mobile import matches_id
 from btgw.errors import AsteriskError
 from btgw.fsutil import atomic_write, fsync_dir, previous_path, remove_stale_temporaries
 from btgw.render import Sources

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from btgw.contracts.chan_mobile import ID_WIDTH
+
 # (start, width) of each column, from the format string above.
 _COLUMNS = {
-    "id": (0, 15),
+    "id": (0, ID_WIDTH),
     "address": (16, 17),
     "group": (34, 5),
     "adapter": (40, 15),
@@ -39,7 +41,7 @@ class MobileState(StrEnum):
 class MobileDevice:
     """One row of ``mobile show devices``."""
 
-    id: str  # at most 15 characters: match with :func:`matches_id`
+    id: str  # cut at 15 characters: match with btgw.contracts.chan_mobile.matches_id
     address: str
     group: int
     adapter: str
@@ -101,8 +103,3 @@ def parse_show_devices(lines: list[str]) -> list[MobileDevice]:
             )
         )
     return devices
-
-
-def matches_id(row_id: str, name: str) -> bool:
-    """Whether a (possibly truncated) row id belongs to device ``name``."""
-    return row_id == name[:15]

@@ -2,7 +2,7 @@
 
 The agent answers BlueZ's pairing questions, and by default answers "no":
 every request is rejected with ``org.bluez.Error.Rejected`` and logged with the
-device's address (journal field ``BTGW_EVENT=pairing_rejected``, a stable
+device's address (journal field ``BTGW_EVENT=PAIRING_REJECTED``, a stable
 ``MESSAGE_ID``), unless the operator opened a *pairing window* for that very
 device with :meth:`PairingAgent.open_window`.  Inside the window:
 
@@ -16,7 +16,7 @@ device with :meth:`PairingAgent.open_window`.  Inside the window:
 ``AuthorizeService`` is accepted for configured phones (an injected predicate)
 and for the window's device.  The agent registers itself with AgentManager1 and
 asks to be the default agent, and does both again whenever bluetoothd comes
-back (the client's :class:`~btgw.bluez.client.BlueZAppeared`).
+back (the client's :class:`~btgw.bluez.events.BlueZAppeared`).
 
 Calls are accepted only from the current owner of ``org.bluez``: anybody else
 on the system bus gets Rejected without the operator being asked.
@@ -39,19 +39,19 @@ from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt16, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method
 
-from btgw.bluez.client import BlueZAppeared, BlueZClient, BlueZEvent, BlueZState, BlueZVanished
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.defs import (
     AGENT_INTERFACE,
-    AGENT_REGISTERED_MESSAGE_ID,
     BTGW_AGENT_PATH,
-    PAIRING_CONFIRMED_MESSAGE_ID,
-    PAIRING_REJECTED_MESSAGE_ID,
     AgentCapability,
     BlueZErrorName,
     mac_from_device_path,
-    normalise_mac,
 )
 from btgw.bluez.errors import AlreadyExistsError, BlueZError
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
+from btgw.bluez.manager import BlueZState
+from btgw.contracts.bluetooth import normalise_mac
+from btgw.contracts.journal import Event, fields
 
 __all__ = [
     "ConfirmCallback",
@@ -287,7 +287,7 @@ class PairingAgent:
             "pairing agent %s registered as default (%s)",
             self.path,
             self._capability,
-            extra={"BTGW_EVENT": "agent_registered", "MESSAGE_ID": AGENT_REGISTERED_MESSAGE_ID},
+            extra=fields(Event.AGENT_REGISTERED),
         )
 
     async def _register_with_retries(self) -> None:
@@ -306,7 +306,7 @@ class PairingAgent:
         LOGGER.error(
             "pairing agent not registered: BlueZ kept refusing; pairing is impossible until "
             "bluetoothd restarts",
-            extra={"BTGW_EVENT": "agent_unregistered"},
+            extra=fields(Event.AGENT_UNREGISTERED),
         )
 
     def _on_event(self, event: BlueZEvent) -> None:
@@ -334,7 +334,7 @@ class PairingAgent:
                 "agent call %s from %s (not bluetoothd) refused",
                 message.member,
                 message.sender,
-                extra={"BTGW_EVENT": "agent_call_refused"},
+                extra=fields(Event.AGENT_CALL_REFUSED),
             )
             return Message.new_error(
                 message, str(BlueZErrorName.REJECTED), "Only bluetoothd may call this agent"
@@ -383,18 +383,14 @@ class PairingAgent:
         return window
 
     def _rejection(self, method: str, device_path: str, why: str) -> DBusError:
-        """Log the refusal (journal: pairing_rejected) and build the Rejected reply."""
+        """Log the refusal (journal: BTGW_EVENT=PAIRING_REJECTED) and build the Rejected reply."""
         mac = mac_from_device_path(device_path) or device_path
         LOGGER.warning(
             "%s: %s rejected: %s",
             mac,
             method,
             why,
-            extra={
-                "BTGW_EVENT": "pairing_rejected",
-                "BTGW_PHONE": mac,
-                "MESSAGE_ID": PAIRING_REJECTED_MESSAGE_ID,
-            },
+            extra=fields(Event.PAIRING_REJECTED, BTGW_PHONE=mac),
         )
         return DBusError(str(BlueZErrorName.REJECTED), f"{method} rejected: {why}")
 
@@ -436,11 +432,7 @@ class PairingAgent:
             mac,
             method,
             code,
-            extra={
-                "BTGW_EVENT": "pairing_confirmed",
-                "BTGW_PHONE": mac,
-                "MESSAGE_ID": PAIRING_CONFIRMED_MESSAGE_ID,
-            },
+            extra=fields(Event.PAIRING_CONFIRMED, BTGW_PHONE=mac),
         )
 
     def _cancel_pending(self) -> None:

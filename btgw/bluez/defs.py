@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final, TypedDict
 
+from btgw.contracts.bluetooth import normalise_mac
+
 # --- bus names, paths, interfaces -------------------------------------------
 
 BLUEZ_SERVICE: Final = "org.bluez"
@@ -270,27 +272,6 @@ DISCOVERY_TRANSPORTS: Final = frozenset({"auto", "bredr", "le"})
 # --- object paths ------------------------------------------------------------
 
 
-def normalise_mac(mac: str, *, separators: str = ":-_") -> str:
-    """``aa-bb-cc-dd-ee-ff`` / ``aa:bb:...`` -> ``AA:BB:CC:DD:EE:FF``.
-
-    The one address normaliser of btgw.  ``separators`` are the characters
-    accepted between octets (object paths use ``_``; people type ``-``); pass
-    ``":"`` where only BlueZ's own form may appear, e.g. before a path is built.
-
-    Raises:
-        ValueError: ``mac`` is not six hex octets with accepted separators.
-    """
-    text = mac
-    for sep in separators:
-        text = text.replace(sep, ":")
-    parts = text.split(":")
-    if len(parts) != 6 or not all(
-        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
-    ):
-        raise ValueError(f"not a Bluetooth address: {mac!r}")
-    return ":".join(p.upper() for p in parts)
-
-
 def device_path(adapter_path: str, mac: str) -> str:
     """Object path BlueZ gives a remote device: ``/org/bluez/hci0/dev_AA_BB_...``.
 
@@ -314,13 +295,3 @@ def mac_from_device_path(path: str) -> str | None:
         return normalise_mac(last[4:])
     except ValueError:
         return None
-
-
-# --- journal events ----------------------------------------------------------
-
-# Stable journald MESSAGE_IDs (128-bit, hex) for events an operator searches for:
-# ``journalctl MESSAGE_ID=...``.  Never change a published value.
-PAIRING_REJECTED_MESSAGE_ID: Final = "59b0b7029b0f446f972d3a3747f12fb4"
-PAIRING_CONFIRMED_MESSAGE_ID: Final = "9f26410a11f242c4bfcf8ee6da5c07c1"
-AGENT_REGISTERED_MESSAGE_ID: Final = "eec66028da0d45b6ba318126088604b5"
-BLUEZ_OWNER_CHANGED_MESSAGE_ID: Final = "db3de15f06994263b619cd44c759036a"

@@ -41,9 +41,10 @@ from btgw.asterisk.ami import (
 )
 from btgw.asterisk.apply import reload_module
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
-from btgw.daemon.events import Event, fields
+from btgw.contracts import astdb
+from btgw.contracts.chan_mobile import matches_id
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.reconcile import next_delay
-from btgw.render.dialplan import ROUTE_DB_FAMILY
 from btgw.render.files import Module
 
 log = logging.getLogger(__name__)
@@ -417,7 +418,9 @@ class AmiWatcher:
         if status == "Disconnect" and self.mobile is not None:
             # Act on the event itself: the route must flip now, not at the next poll.
             self.mobile = tuple(
-                replace(r, connected=False, state=MobileState.NONE) if r.id == device[:15] else r
+                replace(r, connected=False, state=MobileState.NONE)
+                if matches_id(r.id, device)
+                else r
                 for r in self.mobile
             )
             self._changed()
@@ -447,7 +450,7 @@ class AmiWatcher:
         ami = self._require()
         await ami.action(
             "DBPut",
-            {"Family": ROUTE_DB_FAMILY, "Key": key, "Val": value},
+            {"Family": astdb.FAMILY, "Key": key, "Val": value},
             timeout=ACTION_TIMEOUT_S,
         )
         if self._ami is ami:

@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from btgw.asterisk.mobile import MobileDevice, MobileState, matches_id
+from btgw.asterisk.mobile import MobileDevice, MobileState
 from btgw.config import GatewayConfig
-from btgw.render.dialplan import ROUTE_DOWN, route_key
+from btgw.contracts.astdb import RouteValue, phone_key, route_key
+from btgw.contracts.chan_mobile import matches_id
+from btgw.contracts.health import Health
 from btgw.state import State, resolve_phones
 
 # -- timings (seconds) -------------------------------------------------------
@@ -36,24 +38,6 @@ STEP_BASE_S: Final = 10.0
 STEP_CAP_S: Final = 300.0
 """Longest pause between rungs: an adapter power cycle or USB reset every five
 minutes at most, so a phone that is simply switched off costs little."""
-
-ROUTE_UP: Final = "up"
-
-
-class RouteValue(enum.StrEnum):
-    """What the generated dialplan reads from AstDB ``btgw/route/g<N>``."""
-
-    UP = ROUTE_UP
-    DOWN = ROUTE_DOWN
-
-
-class Health(enum.IntEnum):
-    """Overall health; the values are ``btgw health``'s monitoring exit codes."""
-
-    OK = 0
-    DEGRADED = 1
-    DOWN = 2
-    UNKNOWN = 3
 
 
 class Step(enum.Enum):
@@ -252,11 +236,6 @@ Action = (
 
 
 # -- the decision ------------------------------------------------------------
-
-
-def phone_key(name: str) -> str:
-    """AstDB key (within family ``btgw``) for one phone's route state."""
-    return f"route/phone/{name}"
 
 
 def _row(rows: tuple[MobileDevice, ...], name: str) -> MobileDevice | None:

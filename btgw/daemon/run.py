@@ -22,6 +22,7 @@ from btgw.asterisk.apply import Applier, ApplyError
 from btgw.bluez.client import BlueZClient
 from btgw.cliutil import state_path
 from btgw.config import GatewayConfig, config_path, load_config
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
 from btgw.daemon.status import status_path
 from btgw.daemon.supervisor import LiveEffects, Supervisor
@@ -58,7 +59,7 @@ def load_state_or_rebuild(path: Path) -> State:
             "%s; moved it to %s and rebuilding it from btgw.toml and BlueZ",
             exc.message,
             aside,
-            extra={"BTGW_EVENT": "state_rebuilt"},
+            extra=fields(Event.STATE_REBUILT),
         )
         return State()
 
@@ -107,7 +108,7 @@ async def finish_apply(applier: Applier) -> None:
             result = await applier.apply()
         except ApplyError as exc:
             # Expected (Asterisk refused the files): the message says all.
-            log.error("%s", exc.message, extra={"BTGW_EVENT": "apply_failed"})  # noqa: TRY400
+            log.error("%s", exc.message, extra=fields(Event.APPLY_FAILED))  # noqa: TRY400
             return
         except AmiError as exc:
             attempt += 1
@@ -125,7 +126,7 @@ async def finish_apply(applier: Applier) -> None:
                 "start-up apply: wrote %d file(s), reloaded %s",
                 len(result.written),
                 ", ".join(m.value for m in result.reloaded) or "nothing",
-                extra={"BTGW_EVENT": "applied"},
+                extra=fields(Event.APPLIED),
             )
         if not result.deferred:
             return

@@ -13,11 +13,68 @@ import json
 import os
 import time
 
+from btgw.contracts.health import Health
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib: several ms each that ``btgw health`` need not pay
     from collections.abc import Mapping
     from pathlib import Path
-    from typing import Any, Final
+    from typing import Any, Final, TypedDict
+
+    # The JSON shape of ``status.json`` (version 1), for the type checker
+    # only: the daemon builds it with btgw.daemon.snapshot.Snapshot.to_json,
+    # readers index it.  A reader still uses .get(): the file may come from
+    # another btgw version.
+
+    class AmiJson(TypedDict):
+        state: str
+        error: str | None
+        boots_seen: int
+        events: int
+
+    class BlueZJson(TypedDict):
+        state: str
+
+    class AdapterJson(TypedDict):
+        address: str
+        hci: str
+        powered: bool
+        prepared: bool
+
+    class PhoneJson(TypedDict):
+        name: str
+        address: str
+        group: int
+        connected: bool | None
+        state: str | None
+        signal: int | None
+        battery: int | None
+        route: str | None
+        up: bool
+        recovery: str
+        recovery_attempt: int
+
+    class TrunkJson(TypedDict):
+        name: str
+        registered: bool | None
+
+    class SnapshotJson(TypedDict):
+        version: int
+        pid: int
+        started: float
+        heartbeat: float
+        ready: bool
+        health: str
+        health_code: int
+        summary: str
+        waiting_for_call: list[str]
+        ami: AmiJson
+        bluez: BlueZJson
+        adapters: list[AdapterJson]
+        phones: list[PhoneJson]
+        trunks: list[TrunkJson]
+        routes: dict[str, str]
+
 
 STATUS_ENV: Final = "BTGW_STATUS"
 DEFAULT_STATUS_PATH: Final = "/run/btgw/status.json"
@@ -29,8 +86,11 @@ HEARTBEAT_S: Final = 5.0
 STALE_S: Final = 3 * HEARTBEAT_S
 """Older than three missed heartbeats: the daemon is not running (or hung)."""
 
-OK, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
-HEALTH_NAMES: Final = {OK: "ok", DEGRADED: "degraded", DOWN: "down", UNKNOWN: "unknown"}
+# Plain ints, as the snapshot and the exit code carry them; the contract owns the numbers.
+OK, DEGRADED, DOWN, UNKNOWN = (
+    int(h) for h in (Health.OK, Health.DEGRADED, Health.DOWN, Health.UNKNOWN)
+)
+HEALTH_NAMES: Final[dict[int, str]] = {int(h): h.label for h in Health}
 
 
 def status_path(
@@ -46,7 +106,7 @@ def status_path(
     return value or DEFAULT_STATUS_PATH
 
 
-def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
+def write_snapshot(path: Path, snapshot: SnapshotJson) -> None:
     """Write atomically (temp file in the same directory, then rename): a
     reader never sees half a file.
 
@@ -79,7 +139,7 @@ def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
 class Reading:
     """What a reader concludes from the snapshot file."""
 
-    def __init__(self, snapshot: dict[str, Any] | None, code: int, line: str) -> None:
+    def __init__(self, snapshot: SnapshotJson | None, code: int, line: str) -> None:
         self.snapshot = snapshot
         self.code = code
         self.line = line
@@ -93,20 +153,25 @@ class Reading:
         }
 
 
+def _is_snapshot(value: object) -> bool:
+    return isinstance(value, dict) and value.get("version") == SNAPSHOT_VERSION
+
+
 def read(path: str | os.PathLike[str], now: float | None = None) -> Reading:
     """Judge the daemon from its snapshot: running or not, and its health."""
     now = time.time() if now is None else now
     try:
         with open(path, "rb") as f:  # json detects the encoding (the daemon writes ASCII)
-            snapshot = json.loads(f.read())
+            loaded: Any = json.loads(f.read())
     except FileNotFoundError:
         return Reading(None, DOWN, f"btgw is not running (no {path})")
     except PermissionError:
         return Reading(None, UNKNOWN, f"cannot read {path}: permission denied")
     except (OSError, ValueError) as exc:
         return Reading(None, UNKNOWN, f"cannot read {path}: {exc}")
-    if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
+    if not _is_snapshot(loaded):
         return Reading(None, UNKNOWN, f"{path} is not a btgw status snapshot")
+    snapshot: SnapshotJson = loaded
     age = now - float(snapshot.get("heartbeat", 0))
     if age > STALE_S:
         return Reading(

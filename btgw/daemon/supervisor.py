@@ -2,8 +2,9 @@
 
 Wiring only; every decision is in :mod:`btgw.daemon.reconcile`.  The effects
 sit behind :class:`Effects` so tests swap them; :class:`LiveEffects` is the
-real one (BlueZ over D-Bus, HCI, USB reset, AMI).  Background tasks are kept in
-a set and cancelled on shutdown.
+real one (BlueZ over D-Bus, HCI, USB reset, AMI).  Reaching BlueZ and
+reaching it again is :mod:`btgw.daemon.reconnect`'s job; the status snapshot's
+shape is :mod:`btgw.daemon.snapshot`'s.
 """
 
 from __future__ import annotations
@@ -12,29 +13,24 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from btgw.bluez.client import (
-    BlueZAppeared,
-    BlueZClient,
-    BlueZEvent,
-    BlueZState,
-    BlueZVanished,
-    BusDisconnected,
-)
+from btgw.bluez.client import BlueZClient
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
+from btgw.bluez.manager import BlueZState
 from btgw.config import GatewayConfig
+from btgw.contracts.astdb import RouteValue, phone_key
+from btgw.contracts.chan_mobile import matches_id
+from btgw.contracts.health import Health
+from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import AmiWatcher
-from btgw.daemon.events import Event, fields
 from btgw.daemon.reconcile import (
     Action,
     AdapterSeen,
-    Health,
     Observed,
     PhoneSeen,
     PrepareAdapter,
@@ -42,14 +38,21 @@ from btgw.daemon.reconcile import (
     RebindChanMobile,
     Recover,
     ReportHealth,
-    RouteValue,
     SetTrack,
     Step,
     Track,
     TrustPhone,
     decide,
-    next_delay,
     phone_up,
+)
+from btgw.daemon.reconnect import BlueZReconnect
+from btgw.daemon.snapshot import (
+    AdapterStatus,
+    AmiStatus,
+    BlueZStatus,
+    PhoneStatus,
+    Snapshot,
+    TrunkStatus,
 )
 from btgw.daemon.status import HEARTBEAT_S, write_snapshot
 from btgw.daemon.systemd import Notifier
@@ -65,12 +68,6 @@ the controller's links before it powers up again."""
 PREPARE_RETRY_S: Final = 60.0
 """After a failed adapter preparation (HCI busy, adapter resetting), try
 again this much later rather than on every decision."""
-
-BLUEZ_RETRY_CAP_S: Final = 30.0
-"""Longest pause between attempts to reach the system bus / BlueZ."""
-
-ROUTE_FLIPS_KEPT: Final = 64
-"""Route publishes remembered (the daemon runs for months: a window, not a log)."""
 
 
 class Outcome(enum.Enum):
@@ -161,10 +158,10 @@ class LiveEffects:
 class Supervisor:
     """Runs the reconcile loop until :meth:`stop`.
 
-    ``bluez`` is a started client, or None to run without BlueZ (then the
-    daemon reports it and acts on AMI alone); ``connect_bluez`` (optional)
-    builds and starts a client, retried with backoff while BlueZ or the
-    system bus is unreachable.
+    ``connect_bluez`` (optional) builds and starts a BlueZ client; the
+    :class:`~btgw.daemon.reconnect.BlueZReconnect` policy retries it with
+    backoff while BlueZ or the system bus is unreachable.  Without it the
+    daemon runs without BlueZ (it reports that and acts on AMI alone).
     """
 
     def __init__(
@@ -188,16 +185,19 @@ class Supervisor:
         self.effects = effects
         self.notifier = notifier or Notifier(env={})
         self.status_path = status_path
-        self._connect_bluez = connect_bluez
+        self._link = (
+            None
+            if connect_bluez is None
+            else BlueZReconnect(
+                connect_bluez, on_event=self._on_bluez, on_change=self.wake, rng=rng
+            )
+        )
         self._clock = clock
         self._wall = wall
         self._rng = rng
         self._heartbeat = heartbeat
-        self.bluez: BlueZClient | None = None
-        self._bluez_tried = connect_bluez is None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.tracks: dict[str, Track] = {}
         self.prepared: set[str] = set()
         self.seen_adapters: set[str] = set()
@@ -208,11 +208,8 @@ class Supervisor:
         self.health: ReportHealth | None = None
         self.last_decision: float | None = None
         self.started = wall()
-        # (clock, key, value) of the latest publishes, for tests and benchmarks.
-        self.route_flips: deque[tuple[float, str, str]] = deque(maxlen=ROUTE_FLIPS_KEPT)
-        self._last_snapshot: dict[str, Any] | None = None
+        self._last_snapshot: Snapshot | None = None
         self._last_write = 0.0
-        self._unsubscribe: Callable[[], None] | None = None
 
     # -- wiring --------------------------------------------------------------
 
@@ -220,55 +217,19 @@ class Supervisor:
         """Something changed: decide again soon (safe from any callback)."""
         self._wake.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("daemon: task %s failed", task.get_name(), exc_info=task.exception())
+    @property
+    def bluez(self) -> BlueZClient | None:
+        """The started BlueZ client, None while there is none (or no BlueZ at all)."""
+        return None if self._link is None else self._link.client
 
     def _on_bluez(self, event: BlueZEvent) -> None:
-        if isinstance(event, BusDisconnected):
-            log.warning("BlueZ: system bus connection lost (%s); reconnecting", event.error)
-            self._spawn(self._bluez_loop(), "bluez-connect")
-        elif isinstance(event, BlueZVanished):
+        if isinstance(event, BlueZVanished):
             log.warning("BlueZ: bluetoothd left the bus; waiting for it")
             self.prepared.clear()
         elif isinstance(event, BlueZAppeared) and event.restarted:
             log.info("BlueZ: bluetoothd is back; preparing adapters again")
             self.prepared.clear()
         self.wake()
-
-    async def _bluez_loop(self) -> None:
-        """Reach BlueZ, retrying with backoff; never falls back to anything else."""
-        if self._connect_bluez is None:
-            return
-        old, self.bluez = self.bluez, None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.close()
-        attempt = 0
-        while True:
-            try:
-                client = await self._connect_bluez()
-            except BtgwError as exc:
-                level = logging.WARNING if attempt == 0 else logging.DEBUG
-                log.log(level, "BlueZ: %s (%s); retrying", exc.message, exc.hint)
-                self._bluez_tried = True
-                self.wake()
-                await asyncio.sleep(next_delay(attempt, BLUEZ_RETRY_CAP_S, self._rng))
-                attempt += 1
-                continue
-            self.bluez = client
-            self._unsubscribe = client.subscribe(self._on_bluez)
-            self._bluez_tried = True
-            self.wake()
-            return
 
     # -- observing -----------------------------------------------------------
 
@@ -323,13 +284,13 @@ class Supervisor:
             prepared=frozenset(self.prepared | self._resting()),
             rebind_wanted=self.rebind_wanted,
             chan_mobile_interval=float(self.config.bluetooth.interval),
-            bluez_expected=self._connect_bluez is not None,
+            bluez_expected=self._link is not None,
         )
 
     def _complete(self) -> bool:
         """The first observation is complete: AMI read (or refused), BlueZ tried."""
         w = self.watcher
-        return (w.connected or w.failures > 0) and self._bluez_tried
+        return (w.connected or w.failures > 0) and (self._link is None or self._link.attempted)
 
     # -- acting --------------------------------------------------------------
 
@@ -383,7 +344,6 @@ class Supervisor:
 
     async def _publish(self, action: PublishRoute) -> None:
         await self.effects.publish(action.key, action.value.value)
-        self.route_flips.append((self._clock(), action.key, action.value.value))
         if action.group is not None:
             event = Event.FAILOVER_OFF if action.value is RouteValue.UP else Event.FAILOVER_ON
             log.log(
@@ -444,65 +404,62 @@ class Supervisor:
 
     # -- status snapshot -----------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
+        """What the status file says now (but for its heartbeat)."""
         w = self.watcher
         report = self.health or ReportHealth(Health.UNKNOWN, "starting")
         rows = w.mobile or ()
         phones = []
         for p in self.config.phones:
-            row = next((r for r in rows if r.id == p.name[:15]), None)
+            row = next((r for r in rows if matches_id(r.id, p.name)), None)
             track = self.tracks.get(p.name, Track())
             phones.append(
-                {
-                    "name": p.name,
-                    "address": p.address,
-                    "group": p.group,
-                    "connected": None if w.mobile is None else bool(row and row.connected),
-                    "state": row.state.value if row else None,
-                    "signal": None,  # chan_mobile does not report it over AMI
-                    "battery": None,
-                    "route": w.published.get(f"route/phone/{p.name}"),
-                    "up": phone_up(row),
-                    "recovery": track.step.value,
-                    "recovery_attempt": track.attempt,
-                }
+                PhoneStatus(
+                    name=p.name,
+                    address=p.address,
+                    group=p.group,
+                    connected=None if w.mobile is None else bool(row and row.connected),
+                    state=row.state.value if row else None,
+                    route=w.published.get(phone_key(p.name)),
+                    up=phone_up(row),
+                    recovery=track.step.value,
+                    recovery_attempt=track.attempt,
+                )
             )
         client = self.bluez
-        adapters = []
+        adapters: list[AdapterStatus] = []
         if client is not None and client.state is BlueZState.RUNNING:
             adapters = [
-                {
-                    "address": a.address,
-                    "hci": a.hci,
-                    "powered": a.powered,
-                    "prepared": a.address.upper() in self.prepared,
-                }
+                AdapterStatus(
+                    address=a.address,
+                    hci=a.hci,
+                    powered=a.powered,
+                    prepared=a.address.upper() in self.prepared,
+                )
                 for a in client.adapters()
             ]
-        return {
-            "version": 1,
-            "pid": os.getpid(),
-            "started": self.started,
-            "ready": self.ready,
-            "health": report.health.name.lower(),
-            "health_code": int(report.health),
-            "summary": report.summary,
-            "waiting_for_call": list(report.waiting_for_call),
-            "ami": {
-                "state": w.link.value,
-                "error": w.last_error.message if w.last_error else None,
-                "boots_seen": w.boots,
-                "events": w.events,
-            },
-            "bluez": {"state": client.state.value if client else "unreachable"},
-            "adapters": adapters,
-            "phones": phones,
-            "trunks": [
-                {"name": t.name, "registered": w.trunks.get(t.name) if t.registration else None}
+        return Snapshot(
+            started=self.started,
+            ready=self.ready,
+            health=report.health.label,
+            health_code=int(report.health),
+            summary=report.summary,
+            waiting_for_call=tuple(report.waiting_for_call),
+            ami=AmiStatus(
+                state=w.link.value,
+                error=w.last_error.message if w.last_error else None,
+                boots_seen=w.boots,
+                events=w.events,
+            ),
+            bluez=BlueZStatus(client.state.value if client else "unreachable"),
+            adapters=tuple(adapters),
+            phones=tuple(phones),
+            trunks=tuple(
+                TrunkStatus(t.name, w.trunks.get(t.name) if t.registration else None)
                 for t in self.config.trunks
-            ],
-            "routes": dict(w.published),
-        }
+            ),
+            routes=dict(w.published),
+        )
 
     def write_status(self, *, force: bool = False) -> None:
         if self.status_path is None:
@@ -516,7 +473,7 @@ class Supervisor:
         self._last_snapshot = snap
         self._last_write = now
         try:
-            write_snapshot(self.status_path, {**snap, "heartbeat": now})
+            write_snapshot(self.status_path, snap.to_json(heartbeat=now))
         except OSError as exc:
             log.warning("daemon: cannot write %s: %s", self.status_path, exc)
 
@@ -525,8 +482,8 @@ class Supervisor:
     async def run(self) -> None:
         """Run until :meth:`stop`; cleans up everything it started."""
         self.watcher.start()
-        if self._connect_bluez is not None:
-            self._spawn(self._bluez_loop(), "bluez-connect")
+        if self._link is not None:
+            self._link.start()
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -549,28 +506,10 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         self.notifier.stopping()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         await self.watcher.stop()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self.bluez is not None and self._connect_bluez is not None:
-            with contextlib.suppress(Exception):
-                await self.bluez.close()
+        if self._link is not None:
+            await self._link.stop()
         if self.status_path is not None:
             with contextlib.suppress(OSError):
                 self.status_path.unlink()
         self.notifier.close()
-
-
-def flip_delay(
-    flips: Iterable[tuple[float, str, str]], key: str, value: str, since: float
-) -> float | None:
-    """Seconds from ``since`` to the first publish of ``key=value`` after it."""
-    for at, k, v in flips:
-        if k == key and v == value and at >= since:
-            return at - since
-    return None

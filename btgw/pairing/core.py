@@ -36,17 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from btgw.asterisk.apply import ApplyResult
 from btgw.bluez.agent import PairingAgent
-from btgw.bluez.client import (
-    Adapter,
-    BlueZAppeared,
-    BlueZClient,
-    BlueZEvent,
-    BlueZVanished,
-    Device,
-    ObjectAdded,
-    ObjectRemoved,
-)
-from btgw.bluez.defs import normalise_mac
+from btgw.bluez.client import BlueZClient
 from btgw.bluez.errors import (
     AlreadyConnectedError,
     BlueZConnectionLostError,
@@ -57,7 +47,11 @@ from btgw.bluez.errors import (
     InProgressError,
     ObjectGoneError,
 )
+from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished, ObjectAdded, ObjectRemoved
+from btgw.bluez.views import Adapter, Device
 from btgw.config import AdapterConfig, GatewayConfig, PhoneName, load_config, parse_config
+from btgw.contracts.bluetooth import normalise_mac
+from btgw.contracts.journal import Event, fields
 from btgw.errors import BluetoothError, BtgwError, ConfigError, ExitCode
 from btgw.fsutil import atomic_write
 from btgw.pairing.defaults import SCAN_TIMEOUT_S, WINDOW_S
@@ -588,7 +582,7 @@ class Pairing:
             name,
             adapter_mac,
             channel,
-            extra={"BTGW_EVENT": "phone_paired", "BTGW_PHONE": device.address},
+            extra=fields(Event.PHONE_PAIRED, BTGW_PHONE=device.address),
         )
         result = await self._apply(new_config, new_state, f"{name} is paired and saved")
         save_state(self._state_path, new_state)
@@ -809,7 +803,7 @@ class Pairing:
             phone.address,
             name,
             len(removed),
-            extra={"BTGW_EVENT": "phone_unpaired", "BTGW_PHONE": phone.address},
+            extra=fields(Event.PHONE_UNPAIRED, BTGW_PHONE=phone.address),
         )
         result = await self._apply(new_config, new_state, f"{name} is forgotten")
         return UnpairResult(

@@ -13,19 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from btgw.config import GatewayConfig, PhoneConfig, RingStrategy
+from btgw.contracts import astdb
+from btgw.contracts.asterisk import UserEvent
 from btgw.render import Sources, header
 
-ROUTE_DB_FAMILY = "btgw"
-"""AstDB family the daemon publishes route state in (see daemon/failover)."""
-
-
-def route_key(group: int) -> str:
-    """AstDB key (within :data:`ROUTE_DB_FAMILY`) for a mobile group's route."""
-    return f"route/g{group}"
-
-
 OUTBOUND_CONTEXT = "btgw-outbound"
-ROUTE_DOWN = "down"
 
 
 class _Context:
@@ -80,7 +72,7 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
     steps = [
         'NoOp(btgw: call on ${CHANNEL(name)} from "${CALLERID(num)}")',
         _n(phone_of_channel),
-        _n("UserEvent(BtgwIncoming,Phone: ${BTGW_PHONE})"),
+        _n(f"UserEvent({UserEvent.INCOMING},Phone: ${{BTGW_PHONE}})"),
     ]
     special = [p for p in phones if p.ring is not None]
     steps += [
@@ -104,7 +96,7 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
         _n("Set(BTGW_SMSSRC=${FILTER(0-9+,${SMSSRC})})"),
         # Base64 keeps commas and colons in the text from splitting the event.
         _n(
-            "UserEvent(BtgwSms,Phone: ${BTGW_PHONE},From: ${BTGW_SMSSRC},"
+            f"UserEvent({UserEvent.SMS},Phone: ${{BTGW_PHONE}},From: ${{BTGW_SMSSRC}},"
             "TextBase64: ${BASE64_ENCODE(${BTGW_SMSTXT})})"
         ),
     ]
@@ -163,24 +155,24 @@ def _outbound_context(config: GatewayConfig) -> str:
     group = config.outbound.mobile_route(bool(config.phones))
     first_trunk = "trunk-1" if trunks else "failed"
     if group is not None:
-        key = f"{ROUTE_DB_FAMILY}/{route_key(group)}"
+        key = f"{astdb.FAMILY}/{astdb.route_key(group)}"
+        down = astdb.RouteValue.DOWN
         steps += [
             # Published by btgw: skip a mobile known to be down without trying it.
             _n(
-                f'GotoIf($["${{IF(${{DB_EXISTS({key})}}?${{DB_RESULT}})}}" = "{ROUTE_DOWN}"]'
-                f"?skip-mobile)"
+                f'GotoIf($["${{IF(${{DB_EXISTS({key})}}?${{DB_RESULT}})}}" = "{down}"]?skip-mobile)'
             ),
             # g: go on in the dialplan when the far end hangs up, so the
             # attempt's UserEvent is raised for answered calls too.
             _n(f"Dial(Mobile/g{group}/${{EXTEN}},{timeout},g)"),
             _n(
-                f"UserEvent(BtgwMobileAttempt,Group: {group},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
             ),
             _n(f"GotoIf({failover}?{first_trunk})"),
             _n("Hangup()"),
             _n(
-                f"UserEvent(BtgwMobileAttempt,Group: {group},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
                 "DialStatus: SKIPPED,Cause: 0)",
                 "skip-mobile",
             ),
@@ -192,14 +184,14 @@ def _outbound_context(config: GatewayConfig) -> str:
             _n(f"Set(CALLERID(num)={trunk.caller_id})", f"trunk-{index}"),
             _n(f"Dial(PJSIP/${{EXTEN}}@{trunk.name},{timeout},g)"),
             _n(
-                f"UserEvent(BtgwTrunkAttempt,Trunk: {trunk.name},Number: ${{EXTEN}},"
+                f"UserEvent({UserEvent.TRUNK_ATTEMPT},Trunk: {trunk.name},Number: ${{EXTEN}},"
                 "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
             ),
             _n(f"GotoIf({failover}?{nxt})"),
             _n("Hangup()"),
         ]
     steps += [
-        _n("UserEvent(BtgwNoRoute,Number: ${EXTEN})", "failed"),
+        _n(f"UserEvent({UserEvent.NO_ROUTE},Number: ${{EXTEN}})", "failed"),
         _n("Congestion(5)"),
         _n("Hangup(1)", "invalid"),  # 1: unallocated number
     ]

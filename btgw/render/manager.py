@@ -9,6 +9,7 @@ event filters so a busy PBX does not flood the daemon.
 from __future__ import annotations
 
 from btgw.config import GatewayConfig
+from btgw.contracts.asterisk import USER_EVENT_PREFIX
 from btgw.render import Sources, header, options
 
 READ_CLASSES = ("system", "call", "user", "reporting")
@@ -21,7 +22,7 @@ EVENTS: tuple[tuple[str, str], ...] = (
     ("MobileStatus", ""),
     ("Registry", ""),
     ("ContactStatus", ""),
-    ("UserEvent", "UserEvent: Btgw"),
+    ("UserEvent", f"UserEvent: {USER_EVENT_PREFIX}"),
     ("Hangup", "Channel: Mobile/"),
 )
 """Events btgw reacts to, each with the header line that must start with the
