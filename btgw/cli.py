@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print a unified diff of what would change"
     )
+    p = add(
+        "outbox",
+        ours("outbox"),
+        "list received SMS and missed calls with their deliveries; retry one",
+        json=True,
+    )
+    p.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    p.add_argument("id", nargs="?", help="the message id to retry")
     return parser
 
 

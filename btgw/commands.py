@@ -9,15 +9,15 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from btgw import doctor
 from btgw.asterisk.ami import connector
 from btgw.asterisk.apply import Applier, ApplyResult
 from btgw.cliutil import load_all
-from btgw.config import config_path
+from btgw.config import config_path, load_config
 from btgw.configdoc import render_reference
-from btgw.errors import ExitCode
+from btgw.errors import ConfigError, ExitCode
 from btgw.fsutil import atomic_write
 from btgw.render.files import render_all
 from btgw.state import save_state
@@ -126,7 +126,63 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _spool_path(args: argparse.Namespace) -> Path:
+    from btgw.cliutil import state_path  # noqa: PLC0415 - only the outbox needs it
+
+    config = load_config(config_path(args.config))
+    return config.messages.spool or state_path(args).with_name("messages.sqlite")
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """``btgw outbox [--json]`` lists messages; ``btgw outbox retry ID`` re-queues one."""
+    import sqlite3  # noqa: PLC0415 - see the module docstring
+
+    from btgw.messages.spool import Spool  # noqa: PLC0415 - likewise
+
+    path = _spool_path(args)
+    if not path.exists():
+        raise ConfigError(f"no outbox at {path}", "the daemon creates it when it starts (btgw run)")
+    try:
+        spool = Spool(path, readonly=args.action != "retry")
+        if args.action == "retry":
+            if not args.id or spool.retry(args.id) == 0:
+                print(f"btgw: no failed or pending delivery of {args.id!r}", file=sys.stderr)
+                return int(ExitCode.FAILURE)
+            print(f"{args.id}: queued again; the daemon tries it within seconds")
+            return int(ExitCode.OK)
+        entries = spool.entries()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot read the outbox {path}: {exc}", "check its permissions") from exc
+    if args.json:
+        print(json.dumps([outbox_json(e) for e in entries], indent=1, ensure_ascii=False))
+        return int(ExitCode.OK)
+    for e in entries:
+        sinks = " ".join(f"{d.sink}:{d.state.value}" for d in e.deliveries) or "-"
+        print(f"{e.message.id}  {e.state.value:9}  {e.message.phone}  {e.message.sender}  {sinks}")
+    return int(ExitCode.OK)
+
+
+def outbox_json(entry: Any) -> dict[str, Any]:
+    return {
+        **entry.message.as_json(),
+        "state": entry.state.value,
+        "spooled_at": entry.spooled_at,
+        "deliveries": [
+            {
+                "sink": d.sink,
+                "state": d.state.value,
+                "attempts": d.attempts,
+                "next_at": d.next_at,
+                "last_error": d.last_error,
+                "done_at": d.done_at,
+            }
+            for d in entry.deliveries
+        ],
+    }
+
+
 HANDLERS: Registry = {
+    "outbox": cmd_outbox,
     "check": cmd_check,
     "render": cmd_render,
     "apply": cmd_apply,

@@ -29,6 +29,10 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("incoming", "[incoming]", False),
     ("outbound", "[outbound]", False),
     ("trunks", "[[trunks]]", True),
+    ("messages", "[messages]", False),
+    ("messages.email", "[[messages.email]]", True),
+    ("messages.mqtt", "[[messages.mqtt]]", True),
+    ("messages.webhook", "[[messages.webhook]]", True),
 ]
 
 

@@ -45,6 +45,7 @@ PARSE_ONLY = {
     "unpair": "needs BlueZ, and applies to a running Asterisk",
     "doctor": "inspects the real adapters and Asterisk",
     "apply": "reloads a running Asterisk (apply --dry-run runs)",
+    "outbox": "reads and writes the daemon's outbox under /var/lib/btgw",
 }
 # What the rest exit with (README "Exit codes": 0 ok; health against a healthy
 # snapshot: 0 ok).

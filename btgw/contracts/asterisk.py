@@ -20,3 +20,4 @@ class UserEvent(StrEnum):
     MOBILE_ATTEMPT = "BtgwMobileAttempt"  # an outbound try on a mobile group, or its skip
     TRUNK_ATTEMPT = "BtgwTrunkAttempt"  # an outbound try on a SIP trunk
     NO_ROUTE = "BtgwNoRoute"  # every route of an outbound call failed
+    MISSED_CALL = "BtgwMissedCall"  # an incoming mobile call nobody answered

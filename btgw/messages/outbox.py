@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
-from btgw.daemon.reconcile import next_delay
+from btgw.contracts.journal import Event, fields
 from btgw.messages.model import Message
 from btgw.messages.sinks import PermanentError, Sink, TransientError
 from btgw.messages.spool import Spool
@@ -38,6 +38,20 @@ IDLE_POLL_S: Final = 5.0
 writes the spool from another process and does not wake the daemon."""
 
 PRUNE_EVERY_S: Final = 3600.0
+
+
+def next_delay(attempt: int, cap: float, rng: Callable[[], float], base: float = 2.0) -> float:
+    """Backoff before retry ``attempt`` (0-based): ``min(base**attempt, cap)``
+    with equal jitter, the daemon's formula (``btgw.daemon.reconcile``);
+    repeated here because an edge must not import the daemon above it.
+
+    >>> next_delay(0, 60, lambda: 0.0), next_delay(3, 60, lambda: 0.0)
+    (0.5, 4.0)
+    >>> next_delay(40, 60, lambda: 0.999999) <= 60
+    True
+    """
+    raw = cap if attempt > 64 else min(base**attempt, cap)
+    return raw / 2 + raw / 2 * rng()
 
 
 class Outbox:
@@ -86,11 +100,9 @@ class Outbox:
                 message.kind.value,
                 message.phone,
                 len(targets),
-                extra={
-                    "BTGW_EVENT": "MESSAGE_SPOOLED",
-                    "BTGW_MESSAGE_ID": message.id,
-                    "BTGW_PHONE": message.phone,
-                },
+                extra=fields(
+                    Event.MESSAGE_SPOOLED, BTGW_MESSAGE_ID=message.id, BTGW_PHONE=message.phone
+                ),
             )
             for name in targets:
                 self._wake[name].set()
@@ -153,7 +165,7 @@ class Outbox:
                 sink.name,
                 exc,
                 delay,
-                extra={"BTGW_EVENT": "MESSAGE_RETRY", "BTGW_SINK": sink.name},
+                extra=fields(Event.MESSAGE_RETRY, BTGW_SINK=sink.name),
             )
             return delay
         except PermanentError as exc:
@@ -164,11 +176,7 @@ class Outbox:
                 sink.name,
                 exc,
                 message.id,
-                extra={
-                    "BTGW_EVENT": "MESSAGE_FAILED",
-                    "BTGW_SINK": sink.name,
-                    "BTGW_MESSAGE_ID": message.id,
-                },
+                extra=fields(Event.MESSAGE_FAILED, BTGW_SINK=sink.name, BTGW_MESSAGE_ID=message.id),
             )
             return None
         await self._io(self.spool.delivered, message.id, sink.name, self._clock())

@@ -59,10 +59,45 @@ def _ring_steps(config: GatewayConfig, ring: list[str], label: str | None) -> li
     if config.incoming.strategy is RingStrategy.PAGE:
         return [_n(f"Page({targets},d,{timeout})", label), _n("Hangup()")]
     return [
-        _n(f"Dial({targets},{timeout})", label),
+        *_missed_call_hook(config, label),
+        _n(f"Dial({targets},{timeout})", None if config.messages.missed_calls else label),
         _n('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
         _n(_after_ring(config)),
     ]
+
+
+MISSED_CALL_CONTEXT = "btgw-missed-call"
+
+
+def _missed_call_context() -> str:
+    """A hangup handler: a rung call nobody answered (the caller gave up, or
+    the ring timed out) becomes a message, durable in AstDB like an SMS.  A
+    hangup handler rather than ``h``: it runs however the call ends and
+    leaves the incoming context's extensions as they were."""
+    ctx = _Context(MISSED_CALL_CONTEXT, "Incoming mobile calls nobody answered (hangup handler)")
+    caller = "${FILTER(0-9+,${CALLERID(num)})}"
+    steps = [
+        'GotoIf($["${DIALSTATUS}" = "ANSWER"]?end)',
+        _n(
+            f"Set(DB({astdb.FAMILY}/{astdb.message_key('${UNIQUEID}')})="
+            f"missed_call|${{BTGW_PHONE}}|{caller}|${{EPOCH}}|${{DIALSTATUS}})"
+        ),
+        _n(
+            f"UserEvent({UserEvent.MISSED_CALL},Phone: ${{BTGW_PHONE}},From: {caller},"
+            "DialStatus: ${DIALSTATUS},Id: ${UNIQUEID},Epoch: ${EPOCH})"
+        ),
+        _n("Return()", "end"),
+    ]
+    ctx.exten("s", steps)
+    return ctx.text()
+
+
+def _missed_call_hook(config: GatewayConfig, label: str | None) -> list[str]:
+    """Before ringing: report the call if nobody answers (paged calls and
+    SMS channels never get here)."""
+    if not config.messages.missed_calls:
+        return []
+    return [_n(f"Set(CHANNEL(hangup_handler_push)={MISSED_CALL_CONTEXT},s,1)", label)]
 
 
 def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneConfig]) -> str:
@@ -94,10 +129,18 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
         # phone number can hold.
         _n("Set(BTGW_SMSTXT=${REPLACE(SMSTXT,\\\\r\\\\n)})"),
         _n("Set(BTGW_SMSSRC=${FILTER(0-9+,${SMSSRC})})"),
+        _n("Set(BTGW_SMSB64=${BASE64_ENCODE(${BTGW_SMSTXT})})"),
+        # The SMS's durable copy until btgw has it in its outbox (btgw
+        # deletes the key then, and reads the family again after a restart):
+        # the event below is lost if btgw is not connected when it fires.
+        _n(
+            f"Set(DB({astdb.FAMILY}/{astdb.message_key('${UNIQUEID}')})="
+            "sms|${BTGW_PHONE}|${BTGW_SMSSRC}|${EPOCH}|${BTGW_SMSB64})"
+        ),
         # Base64 keeps commas and colons in the text from splitting the event.
         _n(
             f"UserEvent({UserEvent.SMS},Phone: ${{BTGW_PHONE}},From: ${{BTGW_SMSSRC}},"
-            "TextBase64: ${BASE64_ENCODE(${BTGW_SMSTXT})})"
+            "TextBase64: ${BTGW_SMSB64},Id: ${UNIQUEID},Epoch: ${EPOCH})"
         ),
     ]
     forwards = [p for p in phones if p.sms_to]
@@ -224,6 +267,8 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
         by_context[phone.context].append(phone)
     for context, phones in sorted(by_context.items()):
         parts.append(_incoming_context(config, context, phones))
+    if config.phones and config.messages.missed_calls:
+        parts.append(_missed_call_context())
     parts.append(_internal_context(config))
     if _has_outbound(config):
         parts.append(_outbound_context(config))
@@ -234,6 +279,8 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
 def contexts(config: GatewayConfig) -> list[str]:
     """The contexts :func:`render_dialplan` defines (apply verifies each is live)."""
     names = sorted({p.context for p in config.phones})
+    if config.phones and config.messages.missed_calls:
+        names.append(MISSED_CALL_CONTEXT)
     names.append(config.sip.context)
     if _has_outbound(config):
         names.append(OUTBOUND_CONTEXT)
