@@ -221,3 +221,16 @@ async def test_kill9_before_and_after_spooling_loses_nothing(gw: Gateway) -> Non
         5,
         "the outbox says delivered",
     )
+
+
+async def test_a_missed_call_becomes_a_message(gw: Gateway) -> None:
+    """The bench's btgw.toml rings nobody: every incoming call is missed."""
+    await gw.run()
+    gw.b.phones[0].ring(SENDER)
+    await wait_for(lambda: gw.hook.received, 20, "the missed call at the webhook")
+    doc = json.loads(gw.hook.received[0].body)
+    assert (doc["kind"], doc["from"], doc["phone"]) == ("missed_call", SENDER, "phonea")
+    await wait_for(lambda: gw.sub.received, 5, "the missed call over MQTT")
+    assert gw.sub.received[0].topic == "btgw/phonea/missed_call"
+    await wait_for(lambda: gw.smtp.received, 5, "the missed call by email")
+    assert "Missed call from +34600555666" in str(gw.smtp.received[0].message["Subject"])

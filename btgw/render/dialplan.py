@@ -53,7 +53,10 @@ def _after_ring(config: GatewayConfig) -> str:
 
 def _ring_steps(config: GatewayConfig, ring: list[str], label: str | None) -> list[str]:
     if not ring:
-        return [_n("Hangup(21)", label)]  # 21: call rejected; nobody to ring
+        # 21: call rejected; nobody to ring.  Still a missed call: a gateway
+        # without SIP phones is how many owners get their calls by email.
+        hook = _missed_call_hook(config, label)
+        return [*hook, _n("Hangup(21)", None if hook else label)]
     timeout = config.incoming.timeout
     targets = _ring_targets(config, ring)
     if config.incoming.strategy is RingStrategy.PAGE:
@@ -78,13 +81,15 @@ def _missed_call_context() -> str:
     caller = "${FILTER(0-9+,${CALLERID(num)})}"
     steps = [
         'GotoIf($["${DIALSTATUS}" = "ANSWER"]?end)',
+        # No DIALSTATUS: nobody was rung (no [incoming].ring).
+        _n('Set(BTGW_DS=${IF($["${DIALSTATUS}" = ""]?NONE:${DIALSTATUS})})'),
         _n(
             f"Set(DB({astdb.FAMILY}/{astdb.message_key('${UNIQUEID}')})="
-            f"missed_call|${{BTGW_PHONE}}|{caller}|${{EPOCH}}|${{DIALSTATUS}})"
+            f"missed_call|${{BTGW_PHONE}}|{caller}|${{EPOCH}}|${{BTGW_DS}})"
         ),
         _n(
             f"UserEvent({UserEvent.MISSED_CALL},Phone: ${{BTGW_PHONE}},From: {caller},"
-            "DialStatus: ${DIALSTATUS},Id: ${UNIQUEID},Epoch: ${EPOCH})"
+            "DialStatus: ${BTGW_DS},Id: ${UNIQUEID},Epoch: ${EPOCH})"
         ),
         _n("Return()", "end"),
     ]
