@@ -9,7 +9,8 @@ the BlueZ simulator, SIPp, and the real ``btgw run`` as its own process.
 
 Sections (``--only`` picks some): apply (items 7, 8), cli (6), daemon
 (detection, return, footprint, firehose: 1, 3, 4, 5), failover (2), scale
-(detection with 1, 8, 16 phones: 8).
+(detection with 1, 8, 16 phones: 8), messages (SMS to email and MQTT
+latency, spool throughput, footprint with and without sinks).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PHONES = (1, 4, 8, 16)
 EXTENSIONS = (10, 100, 500)
 # (phones, extensions); 4 phones with 1 extension is the daemon section's gateway.
 SCALE_POINTS = ((1, 1), (8, 1), (16, 1), (4, 100), (4, 500))
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale")
+SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "messages")
 
 
 def machine() -> dict[str, Any]:
@@ -229,10 +230,24 @@ def section_scale(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
     return {"points": rows}
 
 
+def section_messages(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
+    from bench import messages_bench  # noqa: PLC0415
+
+    n = 20 if args.quick else 100
+    print(f"\nmessages: SMS at the phone -> email accepted / MQTT at the subscriber, {n} SMS")
+    r = asyncio.run(messages_bench.run(n, idle_s=5.0 if args.quick else 20.0))
+    print(messages_bench.table(r))
+    for sink in ("email", "mqtt"):
+        p99 = r["latency"][sink]["p99_ms"]
+        v.add(f"SMS -> {sink} p99", "<= 200 ms", f"{p99:.1f} ms", p99 <= 200)
+    return r
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Verdicts], dict[str, Any]]] = {
     "daemon": section_daemon,
     "failover": section_failover,
     "scale": section_scale,
+    "messages": section_messages,
 }
 
 

@@ -27,12 +27,13 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from typing import Protocol
-
-import aiomqtt
+from typing import TYPE_CHECKING, Protocol
 
 from btgw.config import EmailSinkConfig, MqttSinkConfig, WebhookSinkConfig
 from btgw.messages.model import Message, email_message, json_body, mqtt_topic, signature
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 USER_AGENT = "btgw-messages/1"
 
@@ -125,6 +126,10 @@ class MqttSink(_Filtered):
         self._client: aiomqtt.Client | None = None
 
     async def _connect(self) -> aiomqtt.Client:
+        # Imported here: paho and aiomqtt cost the daemon ~3 MB of RSS, paid
+        # only when an MQTT sink is configured.
+        import aiomqtt  # noqa: PLC0415
+
         c = self._config
         client = aiomqtt.Client(
             c.host,
@@ -139,6 +144,8 @@ class MqttSink(_Filtered):
         return client
 
     async def deliver(self, message: Message) -> None:
+        import aiomqtt  # noqa: PLC0415 - see _connect
+
         try:
             if self._client is None:
                 self._client = await self._connect()
@@ -155,6 +162,8 @@ class MqttSink(_Filtered):
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
+            import aiomqtt  # noqa: PLC0415 - see _connect
+
             # Already gone: nothing left to close.
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await client.__aexit__(None, None, None)
