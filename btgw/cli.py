@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
     p.add_argument("id", nargs="?", help="the message id to retry")
+    p = add("sms", ours("sms"), "send an SMS through a phone (chan_mobile)", json=True)
+    p.add_argument("action", choices=["send"])
+    p.add_argument("phone", help="the [[phones]] name")
+    p.add_argument("number", help="destination: digits, optional leading +")
+    p.add_argument("text", help="GSM characters; longer than 160 is sent as marked parts")
     return parser
 
 

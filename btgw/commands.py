@@ -181,8 +181,106 @@ def outbox_json(entry: Any) -> dict[str, Any]:
     }
 
 
+SMS_SEND_TIMEOUT_S = 10.0
+"""How long ``btgw sms send`` waits for the dialplan to queue each part."""
+
+
+def cmd_sms(args: argparse.Namespace) -> int:
+    """``btgw sms send PHONE NUMBER TEXT``: queue an SMS on a phone."""
+    from btgw.messages.send import SmsTextError, check_number, split_text  # noqa: PLC0415
+
+    config = load_config(config_path(args.config))
+    try:
+        phone = config.phone(args.phone)
+    except KeyError:
+        raise ConfigError(
+            f"no phone {args.phone!r} in btgw.toml", "use a [[phones]] name"
+        ) from None
+    if not phone.sms:
+        raise ConfigError(f"SMS is off for {phone.name}", "set sms = true in its [[phones]] table")
+    try:
+        number = check_number(args.number)
+        parts = split_text(args.text)
+    except SmsTextError as exc:
+        raise ConfigError(str(exc), "change the text or number") from exc
+    asyncio.run(_send_sms(config, phone.name, number, parts))
+    where = f"{phone.name} to {number}"
+    if args.json:
+        print(json.dumps({"phone": phone.name, "to": number, "parts": len(parts), "queued": True}))
+    else:
+        print(f"queued {len(parts)} SMS on {where} (the phone's answer is in Asterisk's log)")
+    return int(ExitCode.OK)
+
+
+async def _send_sms(config: Any, phone: str, number: str, parts: list[str]) -> None:
+    """Originate one Local channel per part and wait for the dialplan's
+    ``BtgwSmsQueued``.
+
+    Raises:
+        AmiError: Asterisk unreachable or refused.
+        AsteriskError: the phone is not connected or has no SMS.
+    """
+    import base64  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from btgw.asterisk.mobile import parse_show_devices  # noqa: PLC0415
+    from btgw.contracts.asterisk import UserEvent  # noqa: PLC0415
+    from btgw.contracts.chan_mobile import matches_id  # noqa: PLC0415
+    from btgw.errors import AsteriskError  # noqa: PLC0415
+    from btgw.render.dialplan import SMS_SEND_CONTEXT  # noqa: PLC0415
+
+    ami = await connector(config.asterisk.ami, events=["user"])()
+    try:
+        reply = await ami.action("Command", {"Command": "mobile show devices"}, check=False)
+        row = next((r for r in parse_show_devices(reply.output) if matches_id(r.id, phone)), None)
+        if row is None or not row.connected:
+            raise AsteriskError(f"{phone} is not connected to chan_mobile", "btgw status shows why")
+        if not row.sms:
+            raise AsteriskError(
+                f"chan_mobile has SMS off for {phone} (the phone refused the SMS AT commands)",
+                "iPhones offer no SMS over hands-free; use another phone",
+            )
+        for part in parts:
+            send_id = secrets.token_hex(8)
+            queued = asyncio.get_running_loop().create_future()
+
+            def seen(m: Any, send_id: str = send_id, queued: Any = queued) -> None:
+                ours = m.get("UserEvent") == UserEvent.SMS_QUEUED and m.get("Id") == send_id
+                if ours and not queued.done():
+                    queued.set_result(None)
+
+            stop = ami.on_event(seen)
+            try:
+                await ami.action(
+                    "Originate",
+                    {
+                        "Channel": f"Local/s@{SMS_SEND_CONTEXT}/n",
+                        "Application": "Wait",
+                        "Data": "1",
+                        "Async": "true",
+                        "Variable": [
+                            f"BTGW_SEND_PHONE={phone}",
+                            f"BTGW_SEND_TO={number}",
+                            f"BTGW_SEND_B64={base64.b64encode(part.encode()).decode()}",
+                            f"BTGW_SEND_ID={send_id}",
+                        ],
+                    },
+                )
+                await asyncio.wait_for(queued, SMS_SEND_TIMEOUT_S)
+            except TimeoutError:
+                raise AsteriskError(
+                    f"Asterisk did not queue the SMS on {phone} in {SMS_SEND_TIMEOUT_S:.0f} s",
+                    "run btgw apply (the btgw-sms-send context may be missing)",
+                ) from None
+            finally:
+                stop()
+    finally:
+        await ami.close()
+
+
 HANDLERS: Registry = {
     "outbox": cmd_outbox,
+    "sms": cmd_sms,
     "check": cmd_check,
     "render": cmd_render,
     "apply": cmd_apply,

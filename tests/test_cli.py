@@ -47,7 +47,11 @@ def test_render_takes_config_on_either_side(argv: list[str]) -> None:
 def test_every_command_takes_the_global_options_after_it() -> None:
     parser = build_parser()
     for name, sub in subparsers(parser).items():
-        required = ["--out", "D"] if name == "render" else ["NAME"] if name == "unpair" else []
+        required = {
+            "render": ["--out", "D"],
+            "unpair": ["NAME"],
+            "sms": ["send", "P", "123", "T"],
+        }.get(name, [])
         args = parser.parse_args([name, *required, "--config", "c", "--state", "s", "-v"])
         assert (args.config, args.state, args.verbose) == (Path("c"), Path("s"), True), name
         assert sub.get_default("func") is not None
@@ -138,6 +142,7 @@ PRINTS_DATA = {
     "status",
     "health",
     "outbox",
+    "sms",
 }
 PRINTS_TEXT = {"config-reference", "run"}  # a Markdown document; a daemon that logs
 
@@ -176,7 +181,7 @@ def test_every_handler_resolves_to_a_namespace_to_int_function() -> None:
         # as written (postponed annotations; some import argparse only for mypy)
         hints = inspect.get_annotations(handler)
         assert hints == {params[0].name: "argparse.Namespace", "return": "int"}, name
-    assert lazy == 10  # all but status and health, whose code is already loaded
+    assert lazy == 11  # all but status and health, whose code is already loaded
 
 
 def test_building_the_parser_imports_no_command_module() -> None:

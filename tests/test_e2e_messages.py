@@ -234,3 +234,52 @@ async def test_a_missed_call_becomes_a_message(gw: Gateway) -> None:
     assert gw.sub.received[0].topic == "btgw/phonea/missed_call"
     await wait_for(lambda: gw.smtp.received, 5, "the missed call by email")
     assert "Missed call from +34600555666" in str(gw.smtp.received[0].message["Subject"])
+
+
+async def test_btgw_sms_send_reaches_the_phone_split_and_whole(gw: Gateway) -> None:
+    await gw.run()
+    phone = gw.b.phones[0]
+    text = "Hi, it's btgw: " + "long text, with commas; " * 8  # > 160: two parts
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "btgw.cli",
+        "--config",
+        str(gw.tmp / "btgw.toml"),
+        "sms",
+        "send",
+        "phonea",
+        "+34600111222",
+        text,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out.decode()
+    assert "queued 2 SMS on phonea" in out.decode()
+    await wait_for(lambda: len(phone.sent_sms) == 2, 15, "two SMS at the phone")
+    sent = phone.sent_sms
+    assert {s.destination for s in sent} == {"+34600111222"}
+    bodies = sorted(s.text for s in sent)
+    assert bodies[0].startswith("(1/2) Hi, it's btgw: long text, with commas;")
+    assert "".join(b.split(" ", 1)[1] for b in bodies) == text
+
+
+async def test_btgw_sms_send_refuses_what_chan_mobile_would_garble(gw: Gateway) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "btgw.cli",
+        "--config",
+        str(gw.tmp / "btgw.toml"),
+        "sms",
+        "send",
+        "phonea",
+        "+34600111222",
+        "5 € 😀",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 3
+    assert "'€' is outside the GSM alphabet" in out.decode()

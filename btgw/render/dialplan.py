@@ -70,6 +70,32 @@ def _ring_steps(config: GatewayConfig, ring: list[str], label: str | None) -> li
 
 
 MISSED_CALL_CONTEXT = "btgw-missed-call"
+SMS_SEND_CONTEXT = "btgw-sms-send"
+
+
+def _sms_send_context() -> str:
+    """Where ``btgw sms send`` originates a Local channel: MobileSendSMS with
+    the values btgw validated, then a UserEvent naming the request.
+
+    The text travels base64-encoded: AMI's Originate splits ``Variable``
+    values at commas.  MobileSendSMS takes the text as its last argument,
+    which keeps the commas of the decoded text.  It returns before the phone
+    answers ``AT+CMGS`` (the outcome only reaches Asterisk's log), so
+    "queued" is what the event can report."""
+    ctx = _Context(SMS_SEND_CONTEXT, "SMS sent by `btgw sms send` (Originate of a Local channel)")
+    ctx.exten(
+        "s",
+        [
+            "NoOp(btgw: send SMS ${BTGW_SEND_ID} on ${BTGW_SEND_PHONE})",
+            _n(
+                "MobileSendSMS(${BTGW_SEND_PHONE},${FILTER(0-9+,${BTGW_SEND_TO})},"
+                "${BASE64_DECODE(${BTGW_SEND_B64})})"
+            ),
+            _n(f"UserEvent({UserEvent.SMS_QUEUED},Id: ${{BTGW_SEND_ID}})"),
+            _n("Hangup()"),
+        ],
+    )
+    return ctx.text()
 
 
 def _missed_call_context() -> str:
@@ -274,6 +300,8 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
         parts.append(_incoming_context(config, context, phones))
     if config.phones and config.messages.missed_calls:
         parts.append(_missed_call_context())
+    if any(p.sms for p in config.phones):
+        parts.append(_sms_send_context())
     parts.append(_internal_context(config))
     if _has_outbound(config):
         parts.append(_outbound_context(config))
@@ -286,6 +314,8 @@ def contexts(config: GatewayConfig) -> list[str]:
     names = sorted({p.context for p in config.phones})
     if config.phones and config.messages.missed_calls:
         names.append(MISSED_CALL_CONTEXT)
+    if any(p.sms for p in config.phones):
+        names.append(SMS_SEND_CONTEXT)
     names.append(config.sip.context)
     if _has_outbound(config):
         names.append(OUTBOUND_CONTEXT)
