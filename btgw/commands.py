@@ -278,9 +278,83 @@ async def _send_sms(config: Any, phone: str, number: str, parts: list[str]) -> N
         await ami.close()
 
 
+USSD_POLL_S = 0.1
+
+
+def cmd_ussd(args: argparse.Namespace) -> int:
+    """``btgw ussd PHONE CODE``: send a USSD code, print the network's answer."""
+    from btgw.messages.ussd import UssdCodeError, check_code  # noqa: PLC0415
+
+    config = load_config(config_path(args.config))
+    try:
+        phone = config.phone(args.phone)
+        code = check_code(args.code)
+    except KeyError:
+        raise ConfigError(
+            f"no phone {args.phone!r} in btgw.toml", "use a [[phones]] name"
+        ) from None
+    except UssdCodeError as exc:
+        raise ConfigError(str(exc), "give the code as the network documents it") from exc
+    log_file: Path = config.asterisk.log_file
+    start = log_file.stat().st_size if log_file.exists() else 0  # the answer comes after
+    answer = asyncio.run(_ussd(config, phone.name, code, args.timeout, start))
+    if args.json:
+        print(json.dumps({"phone": phone.name, "code": code, "answer": answer}, ensure_ascii=False))
+    else:
+        print(answer)
+    return int(ExitCode.OK)
+
+
+def _log_since(path: Path, start: int) -> str:
+    """The log file's text from byte ``start`` on ("" while unreadable)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+async def _ussd(config: Any, phone: str, code: str, timeout: float, start: int) -> str:
+    """Send ``mobile cusd`` and read the answer from the Asterisk log.
+
+    Raises:
+        AmiError: Asterisk unreachable.
+        AsteriskError: no answer within ``timeout``.
+    """
+    import time  # noqa: PLC0415
+
+    from btgw.errors import AsteriskError  # noqa: PLC0415
+    from btgw.messages.ussd import find_answer  # noqa: PLC0415
+
+    log_file: Path = config.asterisk.log_file
+    ami = await connector(config.asterisk.ami)()
+    try:
+        reply = await ami.action("Command", {"Command": f"mobile cusd {phone} {code}"}, check=False)
+    finally:
+        await ami.close()
+    if not reply.ok or any("not" in line.lower() for line in reply.output):
+        raise AsteriskError(
+            f"chan_mobile refused the USSD request: {' '.join(reply.output) or 'no reason'}",
+            "btgw status shows whether the phone is connected",
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = find_answer(await asyncio.to_thread(_log_since, log_file, start), phone)
+        if answer is not None:
+            return answer
+        await asyncio.sleep(USSD_POLL_S)
+    raise AsteriskError(
+        f"no USSD answer from {phone} in {timeout:.0f} s",
+        f"chan_mobile writes it only as a verbose line: {log_file} must log verbose "
+        "(logger.conf: messages => notice,warning,error,verbose)",
+    )
+
+
 HANDLERS: Registry = {
     "outbox": cmd_outbox,
     "sms": cmd_sms,
+    "ussd": cmd_ussd,
     "check": cmd_check,
     "render": cmd_render,
     "apply": cmd_apply,

@@ -51,6 +51,7 @@ def test_every_command_takes_the_global_options_after_it() -> None:
             "render": ["--out", "D"],
             "unpair": ["NAME"],
             "sms": ["send", "P", "123", "T"],
+            "ussd": ["P", "*111#"],
         }.get(name, [])
         args = parser.parse_args([name, *required, "--config", "c", "--state", "s", "-v"])
         assert (args.config, args.state, args.verbose) == (Path("c"), Path("s"), True), name
@@ -143,6 +144,7 @@ PRINTS_DATA = {
     "health",
     "outbox",
     "sms",
+    "ussd",
 }
 PRINTS_TEXT = {"config-reference", "run"}  # a Markdown document; a daemon that logs
 
@@ -181,7 +183,7 @@ def test_every_handler_resolves_to_a_namespace_to_int_function() -> None:
         # as written (postponed annotations; some import argparse only for mypy)
         hints = inspect.get_annotations(handler)
         assert hints == {params[0].name: "argparse.Namespace", "return": "int"}, name
-    assert lazy == 11  # all but status and health, whose code is already loaded
+    assert lazy == 12  # all but status and health, whose code is already loaded
 
 
 def test_building_the_parser_imports_no_command_module() -> None:

@@ -47,6 +47,7 @@ PARSE_ONLY = {
     "apply": "reloads a running Asterisk (apply --dry-run runs)",
     "outbox": "reads and writes the daemon's outbox under /var/lib/btgw",
     "sms": "sends through a running Asterisk and a connected phone",
+    "ussd": "asks the network through a running Asterisk and a connected phone",
 }
 # What the rest exit with (README "Exit codes": 0 ok; health against a healthy
 # snapshot: 0 ok).

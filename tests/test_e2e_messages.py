@@ -283,3 +283,15 @@ async def test_btgw_sms_send_refuses_what_chan_mobile_would_garble(gw: Gateway) 
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 3
     assert "'€' is outside the GSM alphabet" in out.decode()
+
+
+async def test_btgw_ussd_prints_the_networks_answer(gw: Gateway) -> None:
+    await gw.run()
+    base = [sys.executable, "-m", "btgw.cli", "--config", str(gw.tmp / "btgw.toml"), "ussd"]
+    proc = await asyncio.create_subprocess_exec(
+        *base, "phonea", "*111#", "--json", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    # The simulated phone's +CUSD answer (testbed/hfp.py), read from the log.
+    assert json.loads(out)["answer"] == "Balance: 12.34 EUR"
