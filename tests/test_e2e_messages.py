@@ -295,3 +295,22 @@ async def test_btgw_ussd_prints_the_networks_answer(gw: Gateway) -> None:
     assert proc.returncode == 0
     # The simulated phone's +CUSD answer (testbed/hfp.py), read from the log.
     assert json.loads(out)["answer"] == "Balance: 12.34 EUR"
+
+
+async def test_a_burst_of_200_sms_from_the_phone_all_arrive_in_order(gw: Gateway) -> None:
+    await gw.run()
+    phone = gw.b.phones[0]
+    started = time.monotonic()
+    for i in range(200):
+        phone.send_sms(SENDER, f"burst {i:03d}")
+    await wait_for(
+        lambda: len(gw.sub.received) >= 200 and len(gw.hook.received) >= 200,
+        90,
+        "200 SMS over MQTT and the webhook",
+    )
+    elapsed = time.monotonic() - started
+    want = [f"burst {i:03d}" for i in range(200)]
+    assert [json.loads(r.payload)["text"] for r in gw.sub.received] == want
+    assert [json.loads(r.body)["text"] for r in gw.hook.received] == want
+    await wait_for(lambda: len(gw.smtp.received) >= 200, 60, "200 emails")
+    print(f"\n200 SMS from the phone at every sink in {elapsed:.1f} s")

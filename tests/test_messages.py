@@ -120,6 +120,17 @@ def test_a_backed_off_message_holds_back_the_ones_after_it(tmp_path: Path) -> No
     assert [m.id for m, _ in spool.due("s", 102.0)] == [first.id, second.id]
 
 
+def test_delivery_follows_the_phones_order_once_a_burst_settles(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "m.sqlite")
+    late, early, other = sms("1700.12"), sms("1700.9"), sms("1700.10", phone="nokia")
+    spool.add(late, ["s"], 10.0)  # arrived first, created second
+    spool.add(early, ["s"], 10.01)
+    spool.add(other, ["s"], 9.0)
+    assert [m.id for m, _ in spool.due("s", 10.02, quiet=0.05)] == []  # pixel still arriving
+    assert spool.released_at(10.02, 0.05) == pytest.approx(10.06)
+    assert [m.id for m, _ in spool.due("s", 10.07, quiet=0.05)] == [early.id, other.id, late.id]
+
+
 def test_prune_keeps_pending_and_recent(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "m.sqlite")
     old, pending, recent = sms("1.1"), sms("1.2"), sms("1.3")

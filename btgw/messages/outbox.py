@@ -39,6 +39,11 @@ writes the spool from another process and does not wake the daemon."""
 
 PRUNE_EVERY_S: Final = 3600.0
 
+REORDER_WINDOW_S: Final = 0.05
+"""How long a phone's messages wait for a quiet moment before delivery, so
+a burst goes out in the phone's order rather than in the order the racing
+dialplan channels reached btgw (docs/messages.md).  A lone SMS pays it once."""
+
 
 def next_delay(attempt: int, cap: float, rng: Callable[[], float], base: float = 2.0) -> float:
     """Backoff before retry ``attempt`` (0-based): ``min(base**attempt, cap)``
@@ -68,6 +73,7 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         idle_poll: float = IDLE_POLL_S,
+        reorder_window: float = REORDER_WINDOW_S,
     ) -> None:
         self.spool = spool
         self.sinks = list(sinks)
@@ -76,6 +82,7 @@ class Outbox:
         self._clock = clock
         self._rng = rng
         self._idle_poll = idle_poll
+        self._quiet = reorder_window
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btgw-spool")
         self._wake = {s.name: asyncio.Event() for s in self.sinks}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -134,7 +141,7 @@ class Outbox:
         failures = 0
         while True:
             try:
-                batch = await self._io(self.spool.due, sink.name, self._clock())
+                batch = await self._io(self.spool.due, sink.name, self._clock(), 50, self._quiet)
             except Exception:
                 log.exception("outbox: cannot read the spool for %s", sink.name)
                 batch = []
@@ -188,12 +195,14 @@ class Outbox:
     async def _idle(self, sink: Sink) -> None:
         """Sleep until the next due delivery, a new message, or the idle poll."""
         due = await self._io(self.spool.next_due, sink.name)
-        wait = (
-            self._idle_poll if due is None else max(0.0, min(due - self._clock(), self._idle_poll))
-        )
+        now = self._clock()
+        if due is not None and due <= now:
+            # Due but not handed out: a phone's burst is still arriving.
+            due = await self._io(self.spool.released_at, now, self._quiet)
+        wait = self._idle_poll if due is None else max(0.0, min(due - now, self._idle_poll))
         event = self._wake[sink.name]
-        if due is not None and due > self._clock():
-            event.clear()  # new messages queue behind the one backing off
+        if due is not None and due > now:
+            event.clear()  # new messages queue behind a backoff or a settling burst
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), wait)
         event.clear()
