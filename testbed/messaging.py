@@ -77,7 +77,13 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            # Persistence (kept across a restart, written on SIGTERM) keeps the
+            # test subscriber's session, so messages published while it
+            # reconnects after a broker restart wait for it, as for a real
+            # subscriber with a persistent session.  `user root`: mosquitto
+            # would drop to its own user and lose access to this folder.
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+            f"persistence true\npersistence_location {self.workdir}/\n"
             "log_dest stderr\nlog_type error\n"
         )
         # Popen returns at once (no wait): readiness is the port, polled below.
@@ -123,7 +129,9 @@ class MqttSubscriber:
     async def _run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="btgw-test-sub") as c:
+                async with aiomqtt.Client(
+                    "127.0.0.1", self.port, identifier="btgw-test-sub", clean_session=False
+                ) as c:
                     await c.subscribe(f"{self.prefix}/#", qos=1)
                     self._subscribed.set()
                     async for message in c.messages:
