@@ -99,8 +99,9 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway(phones: int, extensions: int = 1) -> AsyncIterator[Gateway]:
-    """The whole gateway, ready: every phone connected and its route up."""
+async def gateway(phones: int, extensions: int = 1, extra_toml: str = "") -> AsyncIterator[Gateway]:
+    """The whole gateway, ready: every phone connected and its route up.
+    ``extra_toml`` is appended to btgw.toml (the messages bench's sinks)."""
     with tempfile.TemporaryDirectory(prefix="btgw-gw-") as tmp:
         work = Path(tmp)
         sock_dir = work / "bt"
@@ -116,7 +117,9 @@ async def gateway(phones: int, extensions: int = 1) -> AsyncIterator[Gateway]:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(asyncio.to_thread, pbx.close)
             config_path = work / "btgw.toml"
-            config_path.write_text(gateway_toml(pbx, secrets.token_hex(16), phones, extensions))
+            config_path.write_text(
+                gateway_toml(pbx, secrets.token_hex(16), phones, extensions) + extra_toml
+            )
             config = parse_config(config_path.read_text(), config_path)
             preinstall(pbx, config, Sources(config_path, work / "state.json"))
             bus = PrivateBus(work / "dbus")

@@ -10,7 +10,8 @@ the BlueZ simulator, SIPp, and the real ``btgw run`` as its own process.
 Sections (``--only`` picks some): apply (items 7, 8), cli (6), daemon
 (detection, return, footprint, firehose: 1, 3, 4, 5), failover (2), scale
 (detection with 1, 8, 16 phones: 8), walkaway (a silent walk-away on btgw's
-link timeout and on the 20 s default: issue 10).
+link timeout and on the 20 s default: issue 10), messages (SMS to email and
+MQTT latency, spool throughput, footprint with and without sinks).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ PHONES = (1, 4, 8, 16)
 EXTENSIONS = (10, 100, 500)
 # (phones, extensions); 4 phones with 1 extension is the daemon section's gateway.
 SCALE_POINTS = ((1, 1), (8, 1), (16, 1), (4, 100), (4, 500))
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "walkaway")
+SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "walkaway", "messages")
 
 
 def machine() -> dict[str, Any]:
@@ -168,11 +169,22 @@ def section_walkaway(args: argparse.Namespace) -> dict[str, Any]:
     return r
 
 
+def section_messages(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import messages_bench  # noqa: PLC0415
+
+    n = 20 if args.quick else 100
+    print(f"\nmessages: SMS at the phone -> email accepted / MQTT at the subscriber, {n} SMS")
+    r = asyncio.run(messages_bench.run(n, idle_s=5.0 if args.quick else 20.0))
+    print(messages_bench.table(r))
+    return r
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "daemon": section_daemon,
     "failover": section_failover,
     "scale": section_scale,
     "walkaway": section_walkaway,
+    "messages": section_messages,
 }
 
 

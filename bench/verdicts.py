@@ -25,6 +25,7 @@ FIREHOSE_CPU_PCT = 5.0
 FIREHOSE_EVENTS_PER_S = 2000.0
 FAILOVER_RATIO = 1.5
 SCALE_P95_MS = 50.0
+MESSAGE_P99_MS = 200.0  # SMS at the phone -> email accepted / MQTT at the subscriber
 WALKAWAY_ROUTE_SLACK_S = 0.5  # walk-away -> route down: p99 <= link_timeout + this
 WALKAWAY_INVITE_SLACK_S = 1.0  # walk-away -> trunk INVITE: p99 <= link_timeout + this
 
@@ -255,6 +256,22 @@ def _walkaway(r: dict[str, Any]) -> list[Verdict]:
     ]
 
 
+def _messages(r: dict[str, Any]) -> list[Verdict]:
+    if "messages" not in r:
+        return []
+    latency = r["messages"]["latency"]
+    return [
+        Verdict(
+            "13",
+            f"SMS received by the phone → {label}",
+            f"p99 ≤ {MESSAGE_P99_MS:g} ms",
+            f"p99 {latency[sink]['p99_ms']:.1f} ms (median {latency[sink]['median_ms']:.1f})",
+            latency[sink]["p99_ms"] <= MESSAGE_P99_MS,
+        )
+        for sink, label in (("email", "email accepted"), ("mqtt", "MQTT at the subscriber"))
+    ]
+
+
 SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _daemon,
     _failover,
@@ -262,6 +279,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _apply,
     _scale,
     _walkaway,
+    _messages,
 )
 
 

@@ -153,6 +153,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print a unified diff of what would change"
     )
+    p = add(
+        "outbox",
+        ours("outbox"),
+        "list received SMS and missed calls with their deliveries; retry one",
+        json=True,
+    )
+    p.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    p.add_argument("id", nargs="?", help="the message id to retry")
+    p = add("sms", ours("sms"), "send an SMS through a phone (chan_mobile)", json=True)
+    p.add_argument("action", choices=["send"])
+    p.add_argument("phone", help="the [[phones]] name")
+    p.add_argument("number", help="destination: digits, optional leading +")
+    p.add_argument("text", help="GSM characters; longer than 160 is sent as marked parts")
+    p = add(
+        "ussd",
+        ours("ussd"),
+        "send a USSD code (e.g. *111#) through a phone and print the network's answer",
+        json=True,
+    )
+    p.add_argument("phone", help="the [[phones]] name")
+    p.add_argument("code", help="the USSD code, e.g. *111#")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait (default 20)")
     return parser
 
 

@@ -435,6 +435,118 @@ class NumbersConfig(_Model):
     for the others); both can be called back, with or without the prefix."""
 
 
+# -- messages (docs/messages.md) ---------------------------------------------
+
+_EMAIL_RE = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+EmailAddress = Annotated[str, StringConstraints(pattern=_EMAIL_RE)]
+"""A bare address (no display name): it goes into From/To headers and SMTP
+envelope commands, so no spaces, quotes, angle brackets or line breaks."""
+TopicPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")]
+"""An MQTT topic prefix without wildcards (`+`, `#`) or empty levels."""
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s\x00-\x1f\x7f]{1,2000}$")]
+
+
+MessageKind = Literal["sms", "missed_call"]
+
+
+def _all_kinds() -> list[MessageKind]:
+    return ["sms", "missed_call"]
+
+
+class _SinkSecret(_Model):
+    """An optional password or key: inline `secret` or `secret_file`.
+
+    It never reaches an Asterisk file, so any printable characters are
+    allowed (unlike AMI and SIP secrets); never logged."""
+
+    secret: str | None = Field(default=None, repr=False, pattern=r"^[^\x00-\x1f\x7f]{1,256}$")
+    """The secret inline (never logged)."""
+    secret_file: Path | None = None
+    """A file holding the secret on one line (relative to btgw.toml)."""
+
+    @model_validator(mode="after")
+    def _at_most_one_secret(self) -> Self:
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("give secret or secret_file, not both")
+        if self.secret_file is not None:
+            object.__setattr__(self, "secret", _read_secret(self.secret_file))
+        return self
+
+
+class _Sink(_SinkSecret):
+    name: Name
+    """Names the sink in `btgw outbox` and in the spool (keep it stable: a
+    renamed sink is a new sink, and the old name's pending messages wait)."""
+    phones: list[PhoneName] = Field(default_factory=list)
+    """Only messages from these phones; empty: every phone."""
+    kinds: list[MessageKind] = Field(default_factory=_all_kinds)
+    """Which messages: received SMS, missed incoming calls, or both."""
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds one delivery attempt may take before it counts as failed."""
+
+
+class EmailSinkConfig(_Sink):
+    """Deliver messages as email over SMTP."""
+
+    host: Host
+    """The SMTP server (submission)."""
+    port: Port = 587
+    """587 for submission with STARTTLS, 465 for implicit TLS, 25 plain."""
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    """`starttls` (port 587), `implicit` (465), or `none` (loopback relays only)."""
+    user: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]{1,256}$")
+    """SMTP AUTH user; the password is `secret` or `secret_file`."""
+    sender: EmailAddress
+    """The From address."""
+    to: list[EmailAddress] = Field(min_length=1)
+    """Recipients."""
+
+
+class MqttSinkConfig(_Sink):
+    """Publish messages to an MQTT broker (QoS 1)."""
+
+    host: Host
+    """The broker."""
+    port: Port = 1883
+    """1883 plain, 8883 TLS."""
+    tls: bool = False
+    """Connect with TLS, verifying the broker against the system's CAs."""
+    user: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]{1,256}$")
+    """MQTT user name; the password is `secret` or `secret_file`."""
+    topic_prefix: TopicPrefix = "btgw"
+    """Messages go to `<topic_prefix>/<phone>/sms` and `.../missed_call`."""
+    client_id: Name = "btgw"
+    """MQTT client id (unique on the broker: a second client with it is cut off)."""
+
+
+class WebhookSinkConfig(_Sink):
+    """POST each message as JSON to a URL, signed with HMAC-SHA256."""
+
+    url: HttpUrl
+    """Where to POST (https recommended)."""
+    # secret: the HMAC key; without one the request is not signed.
+
+
+class MessagesConfig(_Model):
+    """Received SMS and missed calls: the spool and where messages go."""
+
+    spool: Path | None = None
+    """The outbox file; default `messages.sqlite` beside the state file."""
+    keep_delivered_days: float = Field(default=30, ge=0, le=3650)
+    """Delivered messages older than this are deleted from the outbox."""
+    retry_cap: float = Field(default=300, ge=1, le=86400)
+    """Longest pause (seconds) between retries of a sink that is down."""
+    missed_calls: bool = True
+    """Report incoming mobile calls nobody answered."""
+    email: list[EmailSinkConfig] = Field(default_factory=list)
+    mqtt: list[MqttSinkConfig] = Field(default_factory=list)
+    webhook: list[WebhookSinkConfig] = Field(default_factory=list)
+
+    def sinks(self) -> list[EmailSinkConfig | MqttSinkConfig | WebhookSinkConfig]:
+        """Every sink, email first."""
+        return [*self.email, *self.mqtt, *self.webhook]
+
+
 class GatewayConfig(_Model):
     """The whole of btgw.toml."""
 
@@ -449,6 +561,7 @@ class GatewayConfig(_Model):
     outbound: OutboundConfig = OutboundConfig()
     trunks: list[TrunkConfig] = Field(default_factory=list)
     numbers: NumbersConfig | None = None
+    messages: MessagesConfig = MessagesConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -500,6 +613,25 @@ def _cross_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
     yield from _reference_problems(cfg, numbers)
     yield from _secret_problems(cfg)
     yield from _numbering_problems(cfg)
+    yield from _message_problems(cfg)
+
+
+def _message_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    sinks = cfg.messages.sinks()
+    for _, name in _dupes((i, s.name.lower()) for i, s in enumerate(sinks)):
+        yield _Problem(("messages",), f"sink name {name!r} is used twice")
+    phones = {p.name for p in cfg.phones}
+    for table, group in (
+        ("email", cfg.messages.email),
+        ("mqtt", cfg.messages.mqtt),
+        ("webhook", cfg.messages.webhook),
+    ):
+        for i, sink in enumerate(group):
+            for phone in sink.phones:
+                if phone not in phones:
+                    yield _Problem(
+                        ("messages", table, i, "phones"), f"phone {phone!r} is not in [[phones]]"
+                    )
 
 
 def _bluetooth_problems(cfg: GatewayConfig) -> Iterable[_Problem]:

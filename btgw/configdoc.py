@@ -30,6 +30,10 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("outbound", "[outbound]", False),
     ("trunks", "[[trunks]]", True),
     ("numbers", "[numbers]", False),
+    ("messages", "[messages]", False),
+    ("messages.email", "[[messages.email]]", True),
+    ("messages.mqtt", "[[messages.mqtt]]", True),
+    ("messages.webhook", "[[messages.webhook]]", True),
 ]
 
 

@@ -47,7 +47,12 @@ def test_render_takes_config_on_either_side(argv: list[str]) -> None:
 def test_every_command_takes_the_global_options_after_it() -> None:
     parser = build_parser()
     for name, sub in subparsers(parser).items():
-        required = ["--out", "D"] if name == "render" else ["NAME"] if name == "unpair" else []
+        required = {
+            "render": ["--out", "D"],
+            "unpair": ["NAME"],
+            "sms": ["send", "P", "123", "T"],
+            "ussd": ["P", "*111#"],
+        }.get(name, [])
         args = parser.parse_args([name, *required, "--config", "c", "--state", "s", "-v"])
         assert (args.config, args.state, args.verbose) == (Path("c"), Path("s"), True), name
         assert sub.get_default("func") is not None
@@ -128,7 +133,20 @@ def test_fast_path_with_global_options_imports_no_argparse(tmp_path: Path) -> No
 
 # -- --json only where the output is data -------------------------------------
 
-PRINTS_DATA = {"check", "render", "apply", "doctor", "scan", "pair", "unpair", "status", "health"}
+PRINTS_DATA = {
+    "check",
+    "render",
+    "apply",
+    "doctor",
+    "scan",
+    "pair",
+    "unpair",
+    "status",
+    "health",
+    "outbox",
+    "sms",
+    "ussd",
+}
 # a Markdown document; a daemon that logs; provisioning's step list
 PRINTS_TEXT = {"config-reference", "run", "provision"}
 
@@ -167,7 +185,7 @@ def test_every_handler_resolves_to_a_namespace_to_int_function() -> None:
         # as written (postponed annotations; some import argparse only for mypy)
         hints = inspect.get_annotations(handler)
         assert hints == {params[0].name: "argparse.Namespace", "return": "int"}, name
-    assert lazy == 10  # all but status and health, whose code is already loaded
+    assert lazy == 13  # all but status and health, whose code is already loaded
 
 
 @pytest.mark.host

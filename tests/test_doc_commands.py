@@ -46,6 +46,9 @@ PARSE_ONLY = {
     "doctor": "inspects the real adapters and Asterisk",
     "apply": "reloads a running Asterisk (apply --dry-run runs)",
     "provision": "installs packages and services as root (tests/test_provision.py runs it)",
+    "outbox": "reads and writes the daemon's outbox under /var/lib/btgw",
+    "sms": "sends through a running Asterisk and a connected phone",
+    "ussd": "asks the network through a running Asterisk and a connected phone",
 }
 # What the rest exit with (README "Exit codes": 0 ok; health against a healthy
 # snapshot: 0 ok).

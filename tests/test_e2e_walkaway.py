@@ -33,7 +33,8 @@ from testbed.world import TRUNK_CALLER_ID, World
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="module")]
 
 DIALLED = "9600111222"
-NUMBER = "600111222"
+NUMBER = "600111222"  # what the mobile sees: the 9 stripped
+TRUNK_NUMBER = "+34600111222"  # what the trunk sees: E.164 ([numbers] country ES)
 LINK_TIMEOUT = 2.0  # the shortest btgw allows: keeps the module quick
 
 
@@ -109,7 +110,7 @@ async def test_call_in_the_blind_window_reaches_the_trunk(
         await world.phone.walk_away()
     try:
         invite = await world.trunk.wait_invite(
-            NUMBER, caller=TRUNK_CALLER_ID, since=trunk, timeout=LINK_TIMEOUT + 10
+            TRUNK_NUMBER, caller=TRUNK_CALLER_ID, since=trunk, timeout=LINK_TIMEOUT + 10
         )
         assert invite.from_user == TRUNK_CALLER_ID
         await call.wait_answered(timeout=LINK_TIMEOUT + 10)

@@ -43,6 +43,9 @@ HOST_MARKS = frozenset({"deb", "provision_root"})
 # fresh Debian roots and the Kamailio fleet.
 SLOW_TIERS = frozenset({"asterisk", "realstack"})
 SLOW_MARKS = frozenset({"deb", "provision_root", "fleet"})
+# Fixtures that start a host program: mosquitto (the messages sinks' and Home
+# Assistant's real broker), promtool, headless Chromium.
+HOST_FIXTURES = frozenset({"rx", "broker_port"})
 # Modules whose every test runs host programs (the shim's C, a wheel build);
 # single tests elsewhere carry @pytest.mark.host.
 HOST_MODULES = frozenset({"test_packaging", "test_sim_shim", "test_provision"})
@@ -66,7 +69,7 @@ def tier_of(item: pytest.Item) -> str:
         return "dbus"
     module = getattr(item, "module", None)
     in_host_module = module is not None and module.__name__ in HOST_MODULES
-    if "host" in marks or marks & HOST_MARKS or in_host_module:
+    if "host" in marks or marks & HOST_MARKS or names & HOST_FIXTURES or in_host_module:
         return "host"
     return "pure"
 

@@ -32,3 +32,18 @@ def phone_key(name: str) -> str:
     'route/phone/mimovil'
     """
     return f"route/phone/{name}"
+
+
+MESSAGE_PREFIX = "msg"
+"""Keys ``btgw/msg/<UNIQUEID>``: the dialplan writes each received SMS and
+missed call there, btgw deletes the key once the message is in its outbox,
+so a message that arrives while btgw is down (or cannot write) waits there."""
+
+
+def message_key(uniqueid: str) -> str:
+    """Key (within :data:`FAMILY`) of a message not yet in btgw's outbox.
+
+    >>> message_key("1700000000.42")
+    'msg/1700000000.42'
+    """
+    return f"{MESSAGE_PREFIX}/{uniqueid}"

@@ -21,3 +21,5 @@ class UserEvent(StrEnum):
     TRUNK_ATTEMPT = "BtgwTrunkAttempt"  # an outbound try on a SIP trunk
     NO_ROUTE = "BtgwNoRoute"  # every route of an outbound call failed
     NUMBER_REJECTED = "BtgwNumberRejected"  # a trunk's number rules kept a call from it
+    MISSED_CALL = "BtgwMissedCall"  # an incoming mobile call nobody answered
+    SMS_QUEUED = "BtgwSmsQueued"  # MobileSendSMS queued a `btgw sms send` part

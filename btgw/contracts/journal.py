@@ -76,6 +76,23 @@ class Event(Enum):
         "bdfa049033c341ffaa0ca8b4ba0d151a",
         "The state file was unreadable; the daemon started from an empty one",
     )
+    # -- messages: received SMS and missed calls (docs/messages.md) -----------
+    MESSAGE_SPOOLED = (
+        "ad124a67962942238d47eeaa1622a09d",
+        "A received SMS or missed call was stored in the outbox",
+    )
+    MESSAGE_RETRY = (
+        "6286a709d5ec407897de5432ab27f246",
+        "A message sink is unreachable; messages wait in the outbox",
+    )
+    MESSAGE_FAILED = (
+        "a1d20f9ceb3e44298048e0fd1f10fe06",
+        "A message sink refused a message for good",
+    )
+    MESSAGE_KEPT = (
+        "9d14febb3d9c45d2bfeac864fb9ea84c",
+        "The outbox could not store a message; it stays in Asterisk's database",
+    )
     # -- BlueZ --------------------------------------------------------------------
     BLUEZ_APPEARED = (
         "db3de15f06994263b619cd44c759036a",

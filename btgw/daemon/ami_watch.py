@@ -38,6 +38,7 @@ from btgw.asterisk.ami import (
     AmiError,
     AmiFactory,
     AmiMessage,
+    AmiReply,
 )
 from btgw.asterisk.apply import reload_module
 from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, parse_show_devices
@@ -107,8 +108,15 @@ class AmiWatcher:
         backoff_cap: float = BACKOFF_CAP_S,
         rng: Callable[[], float] = random.random,
         handshake_polls: tuple[float, ...] = HANDSHAKE_POLLS_S,
+        on_event: Callable[[AmiMessage], None] = lambda _message: None,
+        on_session: Callable[[], None] = lambda: None,
     ) -> None:
         self._connect = connect
+        # The message intake's hooks (daemon/messages.py): every event, and
+        # each new session (after an Asterisk restart too), when it re-reads
+        # what it may have missed.
+        self._on_user_event = on_event
+        self._on_session = on_session
         self._on_change = on_change
         self._poll_interval = poll_interval
         self._cap = backoff_cap
@@ -257,6 +265,7 @@ class AmiWatcher:
         await self._refresh_alone()
         self.synced = True
         self._changed()
+        self._on_session()
         self._spawn(self._poll(ami), "ami-poll")
         return ami
 
@@ -416,6 +425,8 @@ class AmiWatcher:
             self._coalesced("ami-calls", self.refresh_calls)
         elif name == "UserEvent" and message.get("UserEvent") == UserEvent.NUMBER_REJECTED:
             self._number_rejected(message)
+        elif name == "UserEvent":
+            self._on_user_event(message)
 
     @staticmethod
     def _number_rejected(message: AmiMessage) -> None:
@@ -493,6 +504,17 @@ class AmiWatcher:
         await self.refresh_calls()
         self._require()
         return self.calls_up
+
+    async def action(self, name: str, headers: dict[str, str]) -> AmiReply:
+        """One AMI action on the current session (Command replies unchecked:
+        their ``Output`` says what happened).
+
+        Raises:
+            AmiError: not connected, or Asterisk refused.
+            TimeoutError: no answer in time.
+        """
+        ami = self._require()
+        return await ami.action(name, headers, check=name != "Command", timeout=ACTION_TIMEOUT_S)
 
     def _require(self) -> AmiConnection:
         ami = self._ami

@@ -14,6 +14,7 @@ import faulthandler
 import logging
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,10 +29,14 @@ from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
 from btgw.daemon.links import LinkWatch
+from btgw.daemon.messages import Intake
 from btgw.daemon.status import status_path
 from btgw.daemon.supervisor import LiveEffects, Supervisor
 from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_interval
 from btgw.errors import ConfigError, ExitCode
+from btgw.messages.outbox import Outbox
+from btgw.messages.sinks import build_sinks
+from btgw.messages.spool import Spool
 from btgw.render import Sources
 from btgw.state import State, assign_adapters, load_state
 
@@ -95,6 +100,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             bus_address=args.bus_address,
             use_bluez=not args.no_bluez,
             startup_apply=applier,
+            spool_path=config.messages.spool or spath.with_name("messages.sqlite"),
         )
     )
     return ExitCode.OK
@@ -143,6 +149,28 @@ async def finish_apply(applier: Applier) -> None:
         await asyncio.sleep(DEFERRED_RETRY_S)
 
 
+def open_outbox(config: GatewayConfig, path: Path) -> Outbox | None:
+    """The outbox, or None when its file cannot be opened: the daemon runs on
+    without it (messages wait in AstDB), and says so."""
+    try:
+        spool = Spool(path)
+    except (OSError, sqlite3.Error) as exc:
+        log.error(  # noqa: TRY400 - expected; the message names the fix
+            "messages: cannot open the outbox %s (%s); messages wait in AstDB",
+            path,
+            exc,
+            extra=fields(Event.MESSAGE_KEPT),
+        )
+        return None
+    m = config.messages
+    return Outbox(
+        spool,
+        build_sinks(m.sinks()),
+        retry_cap=m.retry_cap,
+        keep_delivered_s=m.keep_delivered_days * 86400,
+    )
+
+
 async def serve(
     config: GatewayConfig,
     state: State,
@@ -153,16 +181,30 @@ async def serve(
     notifier: Notifier | None = None,
     startup_apply: Applier | None = None,
     transport: HciTransport | None = None,
+    spool_path: Path | None = None,
 ) -> None:
-    """The daemon's body; returns after a stop signal, with everything closed."""
+    """The daemon's body; returns after a stop signal, with everything closed.
+    With ``spool_path``, received SMS and missed calls go through the outbox
+    there (docs/messages.md)."""
     notifier = notifier or Notifier()
     supervisor: Supervisor | None = None
+    intake: Intake | None = None
 
     def changed() -> None:
         if supervisor is not None:
             supervisor.wake()
 
-    watcher = AmiWatcher(connector(config.asterisk.ami, events=EVENT_CLASSES), on_change=changed)
+    watcher = AmiWatcher(
+        connector(config.asterisk.ami, events=EVENT_CLASSES),
+        on_change=changed,
+        on_event=lambda m: intake.on_event(m) if intake else None,
+        on_session=lambda: intake.on_session() if intake else None,
+    )
+    outbox = open_outbox(config, spool_path) if spool_path is not None else None
+    if outbox is not None:
+        intake = Intake(outbox, watcher)
+        outbox.start()
+        intake.start()
 
     async def connect_bluez() -> BlueZClient:
         client = BlueZClient(bus_address=bus_address)
@@ -213,6 +255,10 @@ async def serve(
     try:
         await supervisor.run()
     finally:
+        if intake is not None:
+            await intake.stop()
+        if outbox is not None:
+            await outbox.stop()
         if apply_task is not None:
             apply_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -54,16 +54,82 @@ def _after_ring(config: GatewayConfig) -> str:
 
 def _ring_steps(config: GatewayConfig, ring: list[str], label: str | None) -> list[str]:
     if not ring:
-        return [_n("Hangup(21)", label)]  # 21: call rejected; nobody to ring
+        # 21: call rejected; nobody to ring.  Still a missed call: a gateway
+        # without SIP phones is how many owners get their calls by email.
+        hook = _missed_call_hook(config, label)
+        return [*hook, _n("Hangup(21)", None if hook else label)]
     timeout = config.incoming.timeout
     targets = _ring_targets(config, ring)
     if config.incoming.strategy is RingStrategy.PAGE:
         return [_n(f"Page({targets},d,{timeout})", label), _n("Hangup()")]
     return [
-        _n(f"Dial({targets},{timeout})", label),
+        *_missed_call_hook(config, label),
+        _n(f"Dial({targets},{timeout})", None if config.messages.missed_calls else label),
         _n('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
         _n(_after_ring(config)),
     ]
+
+
+MISSED_CALL_CONTEXT = "btgw-missed-call"
+SMS_SEND_CONTEXT = "btgw-sms-send"
+
+
+def _sms_send_context() -> str:
+    """Where ``btgw sms send`` originates a Local channel: MobileSendSMS with
+    the values btgw validated, then a UserEvent naming the request.
+
+    The text travels base64-encoded: AMI's Originate splits ``Variable``
+    values at commas.  MobileSendSMS takes the text as its last argument,
+    which keeps the commas of the decoded text.  It returns before the phone
+    answers ``AT+CMGS`` (the outcome only reaches Asterisk's log), so
+    "queued" is what the event can report."""
+    ctx = _Context(SMS_SEND_CONTEXT, "SMS sent by `btgw sms send` (Originate of a Local channel)")
+    ctx.exten(
+        "s",
+        [
+            "NoOp(btgw: send SMS ${BTGW_SEND_ID} on ${BTGW_SEND_PHONE})",
+            _n(
+                "MobileSendSMS(${BTGW_SEND_PHONE},${FILTER(0-9+,${BTGW_SEND_TO})},"
+                "${BASE64_DECODE(${BTGW_SEND_B64})})"
+            ),
+            _n(f"UserEvent({UserEvent.SMS_QUEUED},Id: ${{BTGW_SEND_ID}})"),
+            _n("Hangup()"),
+        ],
+    )
+    return ctx.text()
+
+
+def _missed_call_context() -> str:
+    """A hangup handler: a rung call nobody answered (the caller gave up, or
+    the ring timed out) becomes a message, durable in AstDB like an SMS.  A
+    hangup handler rather than ``h``: it runs however the call ends and
+    leaves the incoming context's extensions as they were."""
+    ctx = _Context(MISSED_CALL_CONTEXT, "Incoming mobile calls nobody answered (hangup handler)")
+    caller = "${FILTER(0-9+,${CALLERID(num)})}"
+    steps = [
+        'GotoIf($["${DIALSTATUS}" = "ANSWER"]?end)',
+        # No DIALSTATUS: nobody was rung (no [incoming].ring).
+        _n('Set(BTGW_DS=${IF($["${DIALSTATUS}" = ""]?NONE:${DIALSTATUS})})'),
+        _n(
+            f"Set(DB({astdb.FAMILY}/{astdb.message_key('${UNIQUEID}')})="
+            f"missed_call|${{BTGW_PHONE}}|{caller}|${{EPOCH}}|${{BTGW_DS}})"
+        ),
+        _n(
+            f"UserEvent({UserEvent.MISSED_CALL},Phone: ${{BTGW_PHONE}},From: {caller},"
+            "DialStatus: ${BTGW_DS},Id: ${UNIQUEID},Epoch: ${EPOCH})"
+        ),
+        _n("Return()", "end"),
+    ]
+    ctx.exten("s", steps)
+    return ctx.text()
+
+
+def _missed_call_hook(config: GatewayConfig, label: str | None) -> list[str]:
+    """Before ringing: report the call if nobody answers (paged calls and
+    SMS channels never get here)."""
+    if not config.messages.missed_calls:
+        return []
+    return [_n(f"Set(CHANNEL(hangup_handler_push)={MISSED_CALL_CONTEXT},s,1)", label)]
 
 
 def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneConfig]) -> str:
@@ -101,10 +167,18 @@ def _incoming_context(config: GatewayConfig, context: str, phones: list[PhoneCon
         # phone number can hold.
         _n("Set(BTGW_SMSTXT=${REPLACE(SMSTXT,\\\\r\\\\n)})"),
         _n("Set(BTGW_SMSSRC=${FILTER(0-9+,${SMSSRC})})"),
+        _n("Set(BTGW_SMSB64=${BASE64_ENCODE(${BTGW_SMSTXT})})"),
+        # The SMS's durable copy until btgw has it in its outbox (btgw
+        # deletes the key then, and reads the family again after a restart):
+        # the event below is lost if btgw is not connected when it fires.
+        _n(
+            f"Set(DB({astdb.FAMILY}/{astdb.message_key('${UNIQUEID}')})="
+            "sms|${BTGW_PHONE}|${BTGW_SMSSRC}|${EPOCH}|${BTGW_SMSB64})"
+        ),
         # Base64 keeps commas and colons in the text from splitting the event.
         _n(
             f"UserEvent({UserEvent.SMS},Phone: ${{BTGW_PHONE}},From: ${{BTGW_SMSSRC}},"
-            "TextBase64: ${BASE64_ENCODE(${BTGW_SMSTXT})})"
+            "TextBase64: ${BTGW_SMSB64},Id: ${UNIQUEID},Epoch: ${EPOCH})"
         ),
     ]
     forwards = [p for p in phones if p.sms_to]
@@ -360,6 +434,10 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
         by_context[phone.context].append(phone)
     for context, phones in sorted(by_context.items()):
         parts.append(_incoming_context(config, context, phones))
+    if config.phones and config.messages.missed_calls:
+        parts.append(_missed_call_context())
+    if any(p.sms for p in config.phones):
+        parts.append(_sms_send_context())
     parts.append(_internal_context(config))
     if _has_outbound(config):
         parts.append(_outbound_context(config))
@@ -371,6 +449,10 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
 def contexts(config: GatewayConfig) -> list[str]:
     """The contexts :func:`render_dialplan` defines (apply verifies each is live)."""
     names = sorted({p.context for p in config.phones})
+    if config.phones and config.messages.missed_calls:
+        names.append(MISSED_CALL_CONTEXT)
+    if any(p.sms for p in config.phones):
+        names.append(SMS_SEND_CONTEXT)
     names.append(config.sip.context)
     if _has_outbound(config):
         names.append(OUTBOUND_CONTEXT)

@@ -13,7 +13,9 @@ from btgw.contracts.asterisk import USER_EVENT_PREFIX
 from btgw.render import Sources, header, options
 
 READ_CLASSES = ("system", "call", "user", "reporting")
-WRITE_CLASSES = ("system", "command", "reporting", "config")
+WRITE_CLASSES = ("system", "command", "reporting", "config", "originate")
+"""``originate``: ``btgw sms send`` originates a Local channel into the
+generated btgw-sms-send context (chan_mobile has no SMS action or command)."""
 
 EVENTS: tuple[tuple[str, str], ...] = (
     ("FullyBooted", ""),
