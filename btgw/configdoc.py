@@ -29,6 +29,10 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("incoming", "[incoming]", False),
     ("outbound", "[outbound]", False),
     ("trunks", "[[trunks]]", True),
+    ("http", "[http]", False),
+    ("metrics", "[metrics]", False),
+    ("mqtt", "[mqtt]", False),
+    ("homeassistant", "[homeassistant]", False),
 ]
 
 
@@ -36,8 +40,8 @@ def _model_at(path: str) -> type[BaseModel]:
     model: type[BaseModel] = GatewayConfig
     for part in path.split("."):
         annotation = model.model_fields[part].annotation
-        if get_origin(annotation) is list:
-            annotation = get_args(annotation)[0]
+        if get_origin(annotation) in (list, typing.Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise TypeError(f"{path} is not a table")
         model = annotation

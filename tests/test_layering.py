@@ -10,8 +10,8 @@ never from a layer above, and never from another component of its own layer
                    render, apply, doctor, config-reference)
  6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``: the
                    three things btgw does, none knowing the others
- 5    edges        ``btgw.asterisk``, ``btgw.bluez``: one per outside system,
-                   neither knowing the other; ``btgw.cliutil``: loading config
+ 5    edges        ``btgw.asterisk``, ``btgw.bluez``, ``btgw.mqtt``: one per
+                   outside system, none knowing another; ``btgw.cliutil``: loading config
                    and state for a command (no edge needs it)
  4    render       ``btgw.render``, ``btgw.configdoc``: pure, model -> text
  3    state        ``btgw.state``: what btgw learned, over the config model
@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("btgw.cli",)),
     ("commands", ("btgw.commands",)),
     ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor")),
-    ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil")),
+    ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.mqtt", "btgw.cliutil")),
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),
     ("config", ("btgw.config",)),

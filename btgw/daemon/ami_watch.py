@@ -44,6 +44,7 @@ from btgw.asterisk.mobile import MobileDevice, MobileParseError, MobileState, pa
 from btgw.contracts import astdb
 from btgw.contracts.chan_mobile import matches_id
 from btgw.contracts.journal import Event, fields
+from btgw.daemon.counters import CallCounters
 from btgw.daemon.reconcile import next_delay
 from btgw.render.files import Module
 
@@ -132,6 +133,7 @@ class AmiWatcher:
         self.synced = False  # the current session's first full read is done
         self.boots = 0  # FullyBooted seen (Asterisk (re)starts while we watched)
         self.events = 0  # AMI events received since start, every session
+        self.calls = CallCounters()  # the dialplan's call reports, counted
 
     # -- state ---------------------------------------------------------------
 
@@ -411,6 +413,8 @@ class AmiWatcher:
             self._changed()
         elif name == "Registry":
             self._coalesced("ami-trunks", self.refresh_trunks)
+        elif name == "UserEvent":
+            self.calls.on_user_event(message.get("UserEvent"), message.as_dict())
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
             self._coalesced("ami-calls", self.refresh_calls)
 

@@ -190,6 +190,11 @@ async def serve(
         config.asterisk.ami.host,
         config.asterisk.ami.port,
     )
+    # Imported here: btgw.daemon.observe renders HTML and metrics, which only the daemon needs.
+    from btgw.daemon.observe.service import Observers  # noqa: PLC0415
+
+    observers = Observers(config, supervisor)
+    await observers.start()
     apply_task = (
         asyncio.create_task(finish_apply(startup_apply), name="startup-apply")
         if startup_apply is not None
@@ -198,6 +203,7 @@ async def serve(
     try:
         await supervisor.run()
     finally:
+        await observers.stop()
         if apply_task is not None:
             apply_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
