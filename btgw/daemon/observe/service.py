@@ -39,7 +39,7 @@ class Observers:
         return None if s.latest is None or s.latest_at is None else (s.latest, s.latest_at)
 
     async def start(self) -> None:
-        logging.getLogger().addHandler(self.events)
+        logging.getLogger("btgw").addHandler(self.events)  # it does not propagate
         if self._config.http.enabled:
             await self._start_http()
         if self._config.metrics.textfile is not None:
@@ -101,4 +101,4 @@ class Observers:
                 await task
         if self._server is not None:
             await self._server.close()
-        logging.getLogger().removeHandler(self.events)
+        logging.getLogger("btgw").removeHandler(self.events)
