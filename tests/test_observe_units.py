@@ -25,6 +25,7 @@ from btgw.daemon.snapshot import (
     Snapshot,
     TrunkStatus,
 )
+from btgw.doctor import Level, check_http
 
 from helpers import config_dict, make_config
 
@@ -177,3 +178,13 @@ async def test_server_answers_routes_and_refuses_the_rest() -> None:
         writer.close()
     finally:
         await server.close()
+
+
+def test_doctor_says_when_the_page_is_off_the_loopback() -> None:
+    data = config_dict()
+    assert check_http(make_config(data)).level is Level.OK
+    data["http"] = {"bind": "0.0.0.0:9480"}
+    finding = check_http(make_config(data))
+    assert finding.level is Level.WARN and "0.0.0.0:9480" in finding.detail
+    data["http"] = {"bind": "[::1]:9480"}
+    assert check_http(make_config(data)).level is Level.OK
