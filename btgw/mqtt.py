@@ -22,6 +22,7 @@ aiomqtt is imported inside :meth:`MqttLink.run`, so a gateway without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,10 @@ def next_delay(attempt: int, cap: float, rng: Callable[[], float]) -> float:
     together by one power cut do not reconnect in step (an edge may not use
     the daemon's own backoff: see tests/test_layering.py)."""
     return min(2.0**attempt, cap) * (0.8 + 0.4 * rng())
+
+
+GOODBYE_TIMEOUT_S: Final = 2.0
+"""At shutdown, how long the "offline" publish may hold up the daemon's stop."""
 
 
 class MqttUnavailableError(BtgwError):
@@ -133,7 +138,11 @@ class MqttLink:
                 async with client:
                     attempt = 0
                     log.info("MQTT: connected to %s:%d", cfg.host, cfg.port)
-                    await self._serve(client)
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        await self._say_goodbye(client)
+                        raise
             except aiomqtt.MqttError as exc:
                 level = logging.WARNING if attempt == 0 else logging.DEBUG
                 log.log(level, "MQTT: broker %s:%d: %s; retrying", cfg.host, cfg.port, exc)
@@ -142,6 +151,19 @@ class MqttLink:
                 self.connected.clear()
             await asyncio.sleep(next_delay(attempt, RECONNECT_CAP_S, self._rng))
             attempt += 1
+
+    async def _say_goodbye(self, client: aiomqtt.Client) -> None:
+        """A clean stop sends DISCONNECT, and then the broker does *not* publish
+        the will (MQTT 3.1.1, 3.14.4): say it ourselves, briefly."""
+        if self._will is None:
+            return
+        import aiomqtt  # noqa: PLC0415 - loaded only with [mqtt]
+
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await client.publish(
+                    self._will.topic, self._will.payload, qos=1, retain=self._will.retain
+                )
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         for topic_filter, _ in self._subscriptions:

@@ -5,12 +5,15 @@ status page (headless Chromium), and a phone walks out of range."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from observe_helpers import (
@@ -23,6 +26,7 @@ from observe_helpers import (
     sample,
     screenshot,
 )
+from test_observe_hass import free_port, mosquitto, retained
 
 from testbed.world import World, daemon_process
 
@@ -120,3 +124,59 @@ async def test_metrics_and_page_follow_a_phone_out_of_range(world: World, tmp_pa
             timeout=60,
         )
         promtool_check(back)
+
+
+async def test_home_assistant_sees_the_daemon_and_the_phone(world: World, tmp_path: Path) -> None:
+    """``btgw run`` with [mqtt] and [homeassistant]: a subscriber sees the
+    discovery, the phone's retained state follow it, a broker restart
+    answered by a republish, and "offline" when the daemon stops."""
+    port = free_port()
+    original = await asyncio.to_thread(world.config_path.read_text)
+    # Not rendered into any Asterisk file: the start-up apply has nothing to change.
+    extra = (
+        f'\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "btgw-world"\n\n'
+        '[homeassistant]\nenabled = true\nnode_id = "world"\n'
+    )
+    await asyncio.to_thread(world.config_path.write_text, original + extra)
+    try:
+        with contextlib.ExitStack() as brokers:
+            broker = brokers.enter_context(mosquitto(tmp_path, port))
+            async with daemon_process(world, tmp_path / "status.json", sys.stdout):
+                configs = await retained(port, "homeassistant/+/world/+/config", 6, timeout=30)
+                assert "homeassistant/binary_sensor/world/mimovil_connected/config" in configs
+                await wait_state(port, lambda d: d["phones"]["mimovil"]["connected"] == "ON")
+                await world.phone.out_of_range()
+                try:
+                    doc = await wait_state(
+                        port, lambda d: d["phones"]["mimovil"]["connected"] == "OFF"
+                    )
+                    assert doc["phones"]["mimovil"]["route"] == "down"
+                finally:
+                    await world.phone.back_in_range()
+                await wait_state(port, lambda d: d["phones"]["mimovil"]["route"] == "up", 60)
+                # The broker restarts and forgets everything: the daemon republishes.
+                broker.terminate()
+                broker.wait(10)
+                brokers.close()
+                brokers.enter_context(mosquitto(tmp_path, port))
+                await retained(port, "homeassistant/+/world/+/config", 6, timeout=30)
+                got = await retained(port, "btgw/world/availability", 1)
+                assert got["btgw/world/availability"] == "online"
+            # btgw run stopped (SIGTERM): it said goodbye itself.
+            got = await retained(port, "btgw/world/availability", 1)
+            assert got["btgw/world/availability"] == "offline"
+    finally:
+        await asyncio.to_thread(world.config_path.write_text, original)
+
+
+async def wait_state(port: int, pred: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """The retained state document once ``pred`` holds for it."""
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        got = await retained(port, "btgw/world/state", 1)
+        doc = json.loads(got["btgw/world/state"])
+        if pred(doc):
+            return doc
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the retained state never matched; last: {doc}")
