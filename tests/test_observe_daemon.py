@@ -180,3 +180,41 @@ async def wait_state(port: int, pred: Any, timeout: float = 30.0) -> dict[str, A
             return doc
         await asyncio.sleep(0.2)
     raise AssertionError(f"the retained state never matched; last: {doc}")
+
+
+async def test_calls_through_the_phone_are_counted(world: World, tmp_path: Path) -> None:
+    """One call out through the mobile (answered) and one in: the counters
+    the daemon keeps from the dialplan's reports move, as Prometheus sees them."""
+    async with daemon_process(world, tmp_path / "status.json", sys.stdout):
+        port = await bound_port(world.base / "btgw-run.log")
+        await scrape_until(port, "mimovil up", lambda t: sample(t, "btgw_phone_up") == 1)
+        call = await world.pepe.dial("9600111222")
+        try:
+            await call.wait_answered()
+            world.phone.far_end_hangup()
+            assert await call.wait_ended() == 0
+        finally:
+            await call.close()
+        out = await scrape_until(
+            port,
+            "the answered call counted",
+            lambda t: (
+                sample(t, "btgw_group_outbound_calls_total", group="1", result="answered") == 1
+            ),
+        )
+        assert sample(out, "btgw_group_outbound_calls_total", group="1", result="failed") == 0
+        assert (
+            sample(out, "btgw_trunk_outbound_calls_total", trunk="telnyx", result="answered") == 0
+        )
+
+        mark = world.pepe.mark()
+        world.phone.ring("+34600111222", "Ana")
+        await world.pepe.wait_answered(since=mark)
+        world.phone.far_end_hangup()
+        await world.pepe.wait_bye(since=mark)
+        incoming = await scrape_until(
+            port,
+            "the incoming call counted",
+            lambda t: sample(t, "btgw_phone_incoming_calls_total", phone="mimovil") == 1,
+        )
+        promtool_check(incoming)
