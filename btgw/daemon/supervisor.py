@@ -525,17 +525,18 @@ class Supervisor:
             return
         self._last_snapshot = snap
         self._last_write = now
+        if self.status_path is not None:
+            try:
+                write_snapshot(self.status_path, snap.to_json(heartbeat=now))
+            except OSError as exc:
+                log.warning("daemon: cannot write %s: %s", self.status_path, exc)
+        # After the status file: what `btgw status` and `btgw health` read comes
+        # first; the textfile and Home Assistant follow within the same turn.
         for listener in self.listeners:
             try:
                 listener(snap, now)
             except Exception:  # a reporting sink must never stop the reconcile loop
                 log.exception("daemon: a status listener failed")
-        if self.status_path is None:
-            return
-        try:
-            write_snapshot(self.status_path, snap.to_json(heartbeat=now))
-        except OSError as exc:
-            log.warning("daemon: cannot write %s: %s", self.status_path, exc)
 
     # -- running -------------------------------------------------------------
 
