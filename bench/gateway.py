@@ -14,7 +14,7 @@ import contextlib
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,11 @@ def phone_name(i: int) -> str:
     return f"mobile{i}"
 
 
-def gateway_toml(pbx: AsteriskInstance, secret: str, phones: int, extensions: int = 1) -> str:
-    parts = [pbx.btgw_toml(secret), f"[bluetooth]\ninterval = {INTERVAL}\n"]
+def gateway_toml(
+    pbx: AsteriskInstance, secret: str, phones: int, extensions: int = 1, extra: str = ""
+) -> str:
+    """``extra``: more top-level tables (the observe section's [http], [mqtt]...)."""
+    parts = [pbx.btgw_toml(secret), f"[bluetooth]\ninterval = {INTERVAL}\n", extra]
     for i in range(phones):
         a, p = adapter_spec(i), phone_spec(i)
         parts.append(f'[[adapters]]\nid = "dongle{i}"\naddress = "{a.mac}"\n')
@@ -98,10 +101,15 @@ class Gateway:
         )
 
 
+# The default a gateway runs with (HTTP on), on any free port: benches may run side by side.
+HTTP_ANY_PORT = '[http]\nbind = "127.0.0.1:0"\n'
+
+
 @contextlib.asynccontextmanager
-async def gateway(phones: int, extensions: int = 1, extra_toml: str = "") -> AsyncIterator[Gateway]:
-    """The whole gateway, ready: every phone connected and its route up.
-    ``extra_toml`` is appended to btgw.toml (the messages bench's sinks)."""
+async def gateway(
+    phones: int, extensions: int = 1, extra_toml: str | Callable[[Path], str] = HTTP_ANY_PORT
+) -> AsyncIterator[Gateway]:
+    """The whole gateway, ready: every phone connected and its route up."""
     with tempfile.TemporaryDirectory(prefix="btgw-gw-") as tmp:
         work = Path(tmp)
         sock_dir = work / "bt"
@@ -117,8 +125,9 @@ async def gateway(phones: int, extensions: int = 1, extra_toml: str = "") -> Asy
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(asyncio.to_thread, pbx.close)
             config_path = work / "btgw.toml"
+            extra = extra_toml(work) if callable(extra_toml) else extra_toml
             config_path.write_text(
-                gateway_toml(pbx, secrets.token_hex(16), phones, extensions) + extra_toml
+                gateway_toml(pbx, secrets.token_hex(16), phones, extensions, extra)
             )
             config = parse_config(config_path.read_text(), config_path)
             preinstall(pbx, config, Sources(config_path, work / "state.json"))

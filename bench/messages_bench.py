@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import gateway
+from bench.gateway import HTTP_ANY_PORT, gateway
 from bench.stats import cpu_meter, stats
 from btgw.config import EmailSinkConfig, MqttSinkConfig
 from btgw.messages.model import Kind, make_message
@@ -53,7 +53,7 @@ secret = "bench-hmac-key"
 
 
 async def footprint(extra: str, idle_s: float) -> dict[str, float]:
-    async with gateway(1, extra_toml=extra) as gw:
+    async with gateway(1, extra_toml=HTTP_ANY_PORT + extra) as gw:
         await asyncio.sleep(2.0)
         idle = cpu_meter(gw.daemon.pid)
         await asyncio.sleep(idle_s)
@@ -69,7 +69,7 @@ async def latency(n: int, idle_s: float, work: Path) -> dict[str, Any]:
     await sub.start()
     try:
         extra = sinks_toml(smtp.port, broker.port, hook.url)
-        async with gateway(1, extra_toml=extra) as gw:
+        async with gateway(1, extra_toml=HTTP_ANY_PORT + extra) as gw:
             await asyncio.sleep(2.0)
             rss = gw.daemon.rss_mb()
             idle = cpu_meter(gw.daemon.pid)

@@ -26,6 +26,8 @@ FIREHOSE_EVENTS_PER_S = 2000.0
 FAILOVER_RATIO = 1.5
 SCALE_P95_MS = 50.0
 MESSAGE_P99_MS = 200.0  # SMS at the phone -> email accepted / MQTT at the subscriber
+SCRAPE_P99_MS = 20.0  # GET /metrics, at one scrape a second and back to back
+SCRAPE_CPU_PCT = 0.5  # the daemon's CPU while scraped once a second
 WALKAWAY_ROUTE_SLACK_S = 0.5  # walk-away -> route down: p99 <= link_timeout + this
 WALKAWAY_INVITE_SLACK_S = 1.0  # walk-away -> trunk INVITE: p99 <= link_timeout + this
 
@@ -272,6 +274,32 @@ def _messages(r: dict[str, Any]) -> list[Verdict]:
     ]
 
 
+def _within_noise(on: float, off: float, ratio: float, plus: float) -> bool:
+    """The bench's own figures move run to run: ``ratio`` or ``plus``, whichever is larger."""
+    return on <= max(off * ratio, off + plus)
+
+
+def _observe(r: dict[str, Any]) -> list[Verdict]:
+    if "observe" not in r:
+        return []
+    off, on = r["observe"]["off"], r["observe"]["on"]
+    p99 = max(on["scrape_1hz"]["p99_ms"], on["metrics_burst"]["p99_ms"])
+    d_off, d_on = off["detection"]["p99_ms"], on["detection"]["p99_ms"]
+    i_off, i_on = off["idle_cpu_pct"], on["idle_cpu_pct"]
+    return [
+        Verdict("14", "/metrics scrape", f"p99 ≤ {SCRAPE_P99_MS:g} ms", f"p99 {p99:.1f} ms",
+                p99 <= SCRAPE_P99_MS),
+        Verdict("14", "daemon CPU at one scrape a second", f"≤ {SCRAPE_CPU_PCT:g} %",
+                f"{on['scrape_1hz_cpu_pct']:.3f} %", on["scrape_1hz_cpu_pct"] <= SCRAPE_CPU_PCT),
+        # Noise: detection p99 moves by a few ms run to run (10 ms or 1.5x);
+        # idle CPU by a tenth of a percent.
+        Verdict("14", "detection p99, observe on vs off", "unchanged within noise (1.5x or +10 ms)",
+                f"{d_on:.1f} vs {d_off:.1f} ms", _within_noise(d_on, d_off, 1.5, 10)),
+        Verdict("14", "idle CPU, observe on vs off", "unchanged within noise (1.5x or +0.1 %)",
+                f"{i_on:.3f} vs {i_off:.3f} %", _within_noise(i_on, i_off, 1.5, 0.1)),
+    ]  # fmt: skip
+
+
 SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _daemon,
     _failover,
@@ -280,6 +308,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _scale,
     _walkaway,
     _messages,
+    _observe,
 )
 
 

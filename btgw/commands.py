@@ -123,6 +123,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         findings = [doctor.check_python(), *doctor.check_asterisk_install()]
         findings += doctor.check_adapters(config)
         findings += doctor.check_secrets(config)
+        findings.append(doctor.check_http(config))
         findings.append(doctor.check_files(config, state, sources))
         findings += await doctor.check_asterisk(config, state, connector(config.asterisk.ami))
         return findings

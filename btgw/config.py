@@ -547,6 +547,80 @@ class MessagesConfig(_Model):
         return [*self.email, *self.mqtt, *self.webhook]
 
 
+def _check_bind(value: str) -> str:
+    """``host:port`` (``[v6]:port``) for the HTTP server; port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError('must be "address:port", like "127.0.0.1:9480" or "[::1]:9480"')
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        raise ValueError("must bind an IP address (not a host name), like 127.0.0.1") from None
+    return f"[{ip}]:{int(port)}" if ip.version == 6 else f"{ip}:{int(port)}"
+
+
+Bind = Annotated[str, AfterValidator(_check_bind)]
+
+
+class HttpConfig(_Model):
+    """The daemon's read-only HTTP server: Prometheus metrics and the status page."""
+
+    enabled: bool = True
+    """Serve /metrics and the status page at / while `btgw run` runs."""
+    bind: Bind = "127.0.0.1:9480"
+    """Address and port; off the loopback anyone on that network can read the
+    page (`btgw doctor` warns)."""
+
+
+class MetricsConfig(_Model):
+    """Metrics for node_exporter's textfile collector, beside /metrics."""
+
+    textfile: Path | None = None
+    """Also write the metrics to this `*.prom` file (atomic rename), e.g.
+    /var/lib/prometheus/node-exporter/btgw.prom."""
+
+
+class MqttConfig(_Model):
+    """The MQTT broker Home Assistant publishing uses ([[messages.mqtt]] sinks name their own)."""
+
+    host: Host
+    """The broker's host name or address."""
+    port: Port = 1883
+    """The broker's port."""
+    username: Username | None = None
+    """User name, when the broker wants one."""
+    secret: Secret | None = Field(default=None, repr=False)
+    """The password inline (never logged)."""
+    secret_file: Path | None = None
+    """A file holding the password on one line (relative to btgw.toml)."""
+    client_id: Name = "btgw"
+    """MQTT client id; unique per gateway on one broker."""
+    keepalive: int = Field(default=30, ge=5, le=600)
+    """Seconds between pings; the broker sends the last will after 1.5 times this."""
+
+    @model_validator(mode="after")
+    def _at_most_one_secret(self) -> Self:
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("give secret or secret_file, not both")
+        if self.secret_file is not None:
+            object.__setattr__(self, "secret", _read_secret(self.secret_file))
+        return self
+
+
+class HomeAssistantConfig(_Model):
+    """Home Assistant MQTT discovery (needs [mqtt])."""
+
+    enabled: bool = False
+    """Publish the gateway, its phones and trunks to Home Assistant."""
+    discovery_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
+        "homeassistant"
+    )
+    """Home Assistant's discovery prefix (its MQTT integration's setting)."""
+    node_id: Name = "btgw"
+    """This gateway's id in topics (btgw/<node_id>/...) and in Home Assistant."""
+
+
 class GatewayConfig(_Model):
     """The whole of btgw.toml."""
 
@@ -562,6 +636,10 @@ class GatewayConfig(_Model):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     numbers: NumbersConfig | None = None
     messages: MessagesConfig = MessagesConfig()
+    http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    mqtt: MqttConfig | None = None
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -632,6 +710,8 @@ def _message_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
                     yield _Problem(
                         ("messages", table, i, "phones"), f"phone {phone!r} is not in [[phones]]"
                     )
+    if cfg.homeassistant.enabled and cfg.mqtt is None:
+        yield _Problem(("homeassistant", "enabled"), "Home Assistant needs an [mqtt] section")
 
 
 def _bluetooth_problems(cfg: GatewayConfig) -> Iterable[_Problem]:

@@ -34,6 +34,10 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("messages.email", "[[messages.email]]", True),
     ("messages.mqtt", "[[messages.mqtt]]", True),
     ("messages.webhook", "[[messages.webhook]]", True),
+    ("http", "[http]", False),
+    ("metrics", "[metrics]", False),
+    ("mqtt", "[mqtt]", False),
+    ("homeassistant", "[homeassistant]", False),
 ]
 
 

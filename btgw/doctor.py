@@ -7,6 +7,7 @@ why, so one broken piece does not hide the others.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -145,6 +146,28 @@ def check_secrets(config: GatewayConfig) -> list[Finding]:
             )
         ]
     return [Finding("secrets", Level.OK, "no example secrets")]
+
+
+def check_http(config: GatewayConfig) -> Finding:
+    """Say when the status page and metrics are readable beyond this machine."""
+    http = config.http
+    if not http.enabled:
+        return Finding("http", Level.OK, "metrics and status page are off ([http] enabled = false)")
+    host = http.bind.rpartition(":")[0].strip("[]")
+    if ipaddress.ip_address(host).is_loopback:
+        return Finding(
+            "http", Level.OK, f"metrics and status page on {http.bind} (this machine only)"
+        )
+    # Read-only and secret-free, but it tells anyone on that network which
+    # phones the gateway has, their addresses and when they drop.
+    return Finding(
+        "http",
+        Level.WARN,
+        f"metrics and status page are served on {http.bind}, beyond this machine: anyone "
+        "who can reach it sees the phones, their Bluetooth addresses and the call counts",
+        'keep [http] bind = "127.0.0.1:9480" and reach it over SSH or a reverse proxy '
+        "with authentication, or firewall the port to your Prometheus",
+    )
 
 
 def check_files(config: GatewayConfig, state: State, sources: Sources) -> Finding:

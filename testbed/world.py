@@ -112,6 +112,11 @@ def world_config(
 interval = {interval}
 {"" if link_timeout is None else f"link_timeout = {link_timeout:g}"}
 
+# Port 0: any free port, so parallel worlds never collide; the daemon logs
+# the address it took ("http: metrics at http://...").
+[http]
+bind = "127.0.0.1:0"
+
 [[adapters]]
 id = "dongle1"
 address = "{ADAPTER.mac}"

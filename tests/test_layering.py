@@ -12,8 +12,8 @@ never from a layer above, and never from another component of its own layer
                    ``btgw.provision``: the things btgw does, none knowing
                    the others
  6    edges        ``btgw.asterisk``, ``btgw.bluez``, ``btgw.messages`` (the
-                   message sinks): one per outside system, none knowing
-                   the others; ``btgw.cliutil``: loading config
+                   message sinks), ``btgw.mqtt``: one per outside system,
+                   none knowing the others; ``btgw.cliutil``: loading config
                    and state for a command (no edge needs it)
  5    render       ``btgw.render``, ``btgw.configdoc``: pure, model -> text
  4    state        ``btgw.state``: what btgw learned, over the config model
@@ -51,7 +51,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("btgw.cli",)),
     ("commands", ("btgw.commands",)),
     ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.provision")),
-    ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil", "btgw.messages")),
+    ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil", "btgw.messages", "btgw.mqtt")),
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),
     ("config", ("btgw.config",)),

@@ -46,6 +46,7 @@ from btgw.contracts import astdb
 from btgw.contracts.asterisk import UserEvent
 from btgw.contracts.chan_mobile import matches_id
 from btgw.contracts.journal import Event, fields
+from btgw.daemon.counters import CallCounters
 from btgw.daemon.reconcile import next_delay
 from btgw.render.files import Module
 
@@ -141,6 +142,7 @@ class AmiWatcher:
         self.synced = False  # the current session's first full read is done
         self.boots = 0  # FullyBooted seen (Asterisk (re)starts while we watched)
         self.events = 0  # AMI events received since start, every session
+        self.calls = CallCounters()  # the dialplan's call reports, counted
 
     # -- state ---------------------------------------------------------------
 
@@ -423,9 +425,16 @@ class AmiWatcher:
             self._coalesced("ami-trunks", self.refresh_trunks)
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
             self._coalesced("ami-calls", self.refresh_calls)
-        elif name == "UserEvent" and message.get("UserEvent") == UserEvent.NUMBER_REJECTED:
-            self._number_rejected(message)
         elif name == "UserEvent":
+            self._user_event(message)
+
+    def _user_event(self, message: AmiMessage) -> None:
+        """The generated dialplan's own events: counted for the metrics, the
+        rejected number journaled, and every one offered to the message intake."""
+        self.calls.on_user_event(message.get("UserEvent"), message.as_dict())
+        if message.get("UserEvent") == UserEvent.NUMBER_REJECTED:
+            self._number_rejected(message)
+        else:
             self._on_user_event(message)
 
     @staticmethod

@@ -171,6 +171,22 @@ def open_outbox(config: GatewayConfig, path: Path) -> Outbox | None:
     )
 
 
+def start_watchdog(notifier: Notifier, supervisor: Supervisor) -> asyncio.Task[None] | None:
+    """Feed systemd's watchdog while the supervisor keeps deciding; None without one."""
+    interval = watchdog_interval()
+    if interval is None:
+        return None
+
+    def alive() -> bool:
+        # last_decision is on the supervisor's clock, time.monotonic.
+        return supervisor.last_decision is not None and (
+            time.monotonic() - supervisor.last_decision < 4 * interval
+        )
+
+    monitor = LoopMonitor(notifier, min(interval, 1.0), alive=alive)
+    return asyncio.create_task(monitor.run(), name="watchdog")
+
+
 async def serve(
     config: GatewayConfig,
     state: State,
@@ -228,25 +244,18 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stop)
     loop.add_signal_handler(signal.SIGHUP, watcher.retry_now)
-    monitor_task = None
-    interval = watchdog_interval()
-    if interval is not None:
-        last = supervisor
-
-        def alive() -> bool:
-            # last_decision is on the supervisor's clock, time.monotonic.
-            return last.last_decision is not None and (
-                time.monotonic() - last.last_decision < 4 * interval
-            )
-
-        monitor = LoopMonitor(notifier, min(interval, 1.0), alive=alive)
-        monitor_task = asyncio.create_task(monitor.run(), name="watchdog")
+    monitor_task = start_watchdog(notifier, supervisor)
     log.info(
         "daemon: starting (%d phone(s), AMI %s:%d)",
         len(config.phones),
         config.asterisk.ami.host,
         config.asterisk.ami.port,
     )
+    # Imported here: btgw.daemon.observe renders HTML and metrics, which only the daemon needs.
+    from btgw.daemon.observe.service import Observers  # noqa: PLC0415
+
+    observers = Observers(config, supervisor)
+    await observers.start()
     apply_task = (
         asyncio.create_task(finish_apply(startup_apply), name="startup-apply")
         if startup_apply is not None
@@ -259,6 +268,7 @@ async def serve(
             await intake.stop()
         if outbox is not None:
             await outbox.stop()
+        await observers.stop()
         if apply_task is not None:
             apply_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

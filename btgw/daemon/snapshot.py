@@ -43,11 +43,17 @@ class PhoneStatus:
     up: bool
     recovery: str  # the recovery step the phone is on ("none" when healthy)
     recovery_attempt: int
-    signal: int | None = None  # RSSI in dBm, from the kernel (chan_mobile does not say)
+    signal: int | None = None  # RSSI in dBm: the kernel's, else BlueZ's (chan_mobile does not say)
     battery: int | None = None  # chan_mobile does not report it over AMI
     tx_power: int | None = None  # dBm, from the kernel with the RSSI
     link_timeout: float | None = None  # the link's supervision timeout, read back
     link_note: str | None = None  # how the link got its timeout, or why not
+    alias: str | None = None  # the name the phone gives itself over the air: untrusted text
+    losses: int = 0  # times its route went down since the daemon started
+    reconnects: int = 0  # times it came back after a loss
+    last_loss: float | None = None  # wall clock of the latest loss
+    last_loss_reason: str | None = None  # a LossReason value
+    calls_in: int = 0  # calls that arrived on it (the dialplan's BtgwIncoming)
 
     def to_json(self) -> PhoneJson:
         out: PhoneJson = {
@@ -96,9 +102,19 @@ class TrunkStatus:
 
     name: str
     registered: bool | None
+    calls: tuple[tuple[str, int], ...] = ()  # (result, count) of outbound tries on it
 
     def to_json(self) -> TrunkJson:
         return {"name": self.name, "registered": self.registered}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """One phone group: the route the daemon published and the calls tried on it."""
+
+    group: int
+    route: str | None
+    calls: tuple[tuple[str, int], ...] = ()  # (result, count) of outbound tries on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +149,11 @@ class BlueZStatus:
 class Snapshot:
     """What ``status.json`` says, but for the heartbeat (added when written).
 
+    The fields after ``routes`` (and the counters of :class:`PhoneStatus`,
+    :class:`TrunkStatus`) are the daemon's counters for /metrics, the status
+    page and Home Assistant; :meth:`to_json` leaves them out, because readers
+    of version 1 of the file check its exact keys (a version 2 may add them).
+
     Two snapshots compare equal when nothing a reader sees has changed, which
     is how the daemon skips rewriting an unchanged file between heartbeats.
     """
@@ -149,6 +170,9 @@ class Snapshot:
     phones: tuple[PhoneStatus, ...] = ()
     trunks: tuple[TrunkStatus, ...] = ()
     routes: Mapping[str, str] = field(default_factory=dict)
+    groups: tuple[GroupStatus, ...] = ()
+    recovery_steps: tuple[tuple[str, str, int], ...] = ()  # (step, outcome, count)
+    no_route_calls: int = 0  # outbound calls every route failed (BtgwNoRoute)
     pid: int = field(default_factory=os.getpid)
     version: int = SNAPSHOT_VERSION
 

@@ -15,6 +15,7 @@ import enum
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -24,11 +25,12 @@ from btgw.bluez.client import BlueZClient
 from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
 from btgw.bluez.manager import BlueZState
 from btgw.config import GatewayConfig
-from btgw.contracts.astdb import RouteValue, phone_key
+from btgw.contracts.astdb import RouteValue, phone_key, route_key
 from btgw.contracts.chan_mobile import matches_id
 from btgw.contracts.health import Health
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import AmiWatcher
+from btgw.daemon.counters import LossReason, PhoneCounters, counted
 from btgw.daemon.links import LinkView, LinkWatch
 from btgw.daemon.reconcile import (
     Action,
@@ -52,6 +54,7 @@ from btgw.daemon.snapshot import (
     AdapterStatus,
     AmiStatus,
     BlueZStatus,
+    GroupStatus,
     PhoneStatus,
     Snapshot,
     TrunkStatus,
@@ -221,6 +224,14 @@ class Supervisor:
         self.started = wall()
         self._last_snapshot: Snapshot | None = None
         self._last_write = 0.0
+        self.phone_counts = PhoneCounters()
+        self.recovery_counts: Counter[tuple[str, str]] = Counter()  # (step, outcome)
+        self.latest: Snapshot | None = None
+        """The snapshot of the latest loop turn: what /metrics and the page show."""
+        self.latest_at: float | None = None
+        """Wall clock of :attr:`latest` (the heartbeat the metrics report the age of)."""
+        self.listeners: list[Callable[[Snapshot, float], None]] = []
+        """Called with each snapshot written (on change and at every heartbeat)."""
 
     # -- wiring --------------------------------------------------------------
 
@@ -415,6 +426,10 @@ class Supervisor:
             )
         elif action.phone is not None:
             event = Event.PHONE_BACK if action.value is RouteValue.UP else Event.PHONE_LOST
+            if action.value is RouteValue.UP:
+                self.phone_counts.back(action.phone)
+            else:
+                self.phone_counts.lost(action.phone, self._loss_reason(action.phone), self._wall())
             log.log(
                 logging.INFO if action.value is RouteValue.UP else logging.WARNING,
                 "phone %s: %s",
@@ -423,8 +438,18 @@ class Supervisor:
                 extra=fields(event, BTGW_PHONE=action.phone),
             )
 
+    def _loss_reason(self, phone: str) -> LossReason:
+        rows = self.watcher.mobile
+        if rows is None:
+            return LossReason.UNKNOWN
+        row = next((r for r in rows if matches_id(r.id, phone)), None)
+        if row is None:
+            return LossReason.NOT_LISTED
+        return LossReason.NO_SERVICE if row.connected else LossReason.DISCONNECTED
+
     async def _recover(self, action: Recover, deferred: set[str]) -> None:
         if action.step is Step.GAVE_UP:
+            self.recovery_counts[(action.step.value, "reported")] += 1
             log.error(
                 "phone %s: gave up after %d recovery steps; it needs a person "
                 "(is it on, in range, paired, with Bluetooth on?). Still watching.",
@@ -434,6 +459,7 @@ class Supervisor:
             )
             return
         outcome = await self.effects.recover(action.phone, action.step, action.adapter)
+        self.recovery_counts[(action.step.value, outcome.value)] += 1
         if outcome is Outcome.DEFERRED:
             deferred.add(action.phone)  # keep the rung: it runs after the call
             self.watcher.calls_up = max(self.watcher.calls_up, 1)
@@ -468,10 +494,23 @@ class Supervisor:
         w = self.watcher
         report = self.health or ReportHealth(Health.UNKNOWN, "starting")
         rows = w.mobile or ()
+        client = self.bluez
+        devices = (
+            {d.address.upper(): d for d in client.devices()}
+            if client is not None and client.state is BlueZState.RUNNING
+            else {}
+        )
         phones = []
         for p in self.config.phones:
             row = next((r for r in rows if matches_id(r.id, p.name)), None)
             track = self.tracks.get(p.name, Track())
+            device = devices.get(p.address.upper())
+            count = self.phone_counts.get(p.name)
+            link = dict(self.links.row(p.name)) if self.links is not None else {}
+            if link.get("signal") is None and device is not None:
+                # The kernel reads the signal of a live link; BlueZ only
+                # knows one from discovery (and forgets it when that stops).
+                link["signal"] = device.rssi
             phones.append(
                 PhoneStatus(
                     name=p.name,
@@ -483,10 +522,15 @@ class Supervisor:
                     up=phone_up(row),
                     recovery=track.step.value,
                     recovery_attempt=track.attempt,
-                    **(self.links.row(p.name) if self.links is not None else {}),
+                    **link,
+                    alias=device.alias if device else None,
+                    losses=count.losses,
+                    reconnects=count.reconnects,
+                    last_loss=count.last_loss,
+                    last_loss_reason=count.last_loss_reason,
+                    calls_in=w.calls.incoming[p.name],
                 )
             )
-        client = self.bluez
         adapters: list[AdapterStatus] = []
         if client is not None and client.state is BlueZState.RUNNING:
             adapters = [
@@ -515,27 +559,48 @@ class Supervisor:
             adapters=tuple(adapters),
             phones=tuple(phones),
             trunks=tuple(
-                TrunkStatus(t.name, w.trunks.get(t.name) if t.registration else None)
+                TrunkStatus(
+                    t.name,
+                    w.trunks.get(t.name) if t.registration else None,
+                    counted(w.calls.trunks.get(t.name)),
+                )
                 for t in self.config.trunks
             ),
             routes=dict(w.published),
+            groups=tuple(
+                GroupStatus(g, w.published.get(route_key(g)), counted(w.calls.groups.get(g)))
+                for g in sorted({p.group for p in self.config.phones})
+            ),
+            recovery_steps=tuple(
+                (step, outcome, n) for (step, outcome), n in sorted(self.recovery_counts.items())
+            ),
+            no_route_calls=w.calls.no_route,
         )
 
     def write_status(self, *, force: bool = False) -> None:
-        if self.status_path is None:
-            return
         snap = self.snapshot()
         now = self._wall()
+        # Kept every turn, file or not: the HTTP server reads it instead of
+        # building its own (a scrape costs a render, never an observation).
+        self.latest, self.latest_at = snap, now
         # 0.8: the loop wakes every heartbeat; a write just short of it must not wait a second one.
         fresh = now - self._last_write < 0.8 * self._heartbeat
         if not force and snap == self._last_snapshot and fresh:
             return
         self._last_snapshot = snap
         self._last_write = now
-        try:
-            write_snapshot(self.status_path, snap.to_json(heartbeat=now))
-        except OSError as exc:
-            log.warning("daemon: cannot write %s: %s", self.status_path, exc)
+        if self.status_path is not None:
+            try:
+                write_snapshot(self.status_path, snap.to_json(heartbeat=now))
+            except OSError as exc:
+                log.warning("daemon: cannot write %s: %s", self.status_path, exc)
+        # After the status file: what `btgw status` and `btgw health` read comes
+        # first; the textfile and Home Assistant follow within the same turn.
+        for listener in self.listeners:
+            try:
+                listener(snap, now)
+            except Exception:  # a reporting sink must never stop the reconcile loop
+                log.exception("daemon: a status listener failed")
 
     # -- running -------------------------------------------------------------
 
