@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse  # noqa: PLC0415 - see the module docstring
 
     from btgw.clicommand import LazyHandler  # noqa: PLC0415 - likewise
+    from btgw.fleet.cli import register as register_fleet  # noqa: PLC0415 - likewise
     from btgw.pairing.cli import register as register_pairing  # noqa: PLC0415 - likewise
 
     parser = argparse.ArgumentParser(
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", ours("check"), "validate btgw.toml and say what it defines", json=True)
     register_pairing(add)
     register_daemon(add)
+    register_fleet(add)
     add(
         "doctor",
         ours("doctor"),

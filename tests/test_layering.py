@@ -8,8 +8,9 @@ never from a layer above, and never from another component of its own layer
  8    cli          ``btgw.cli``: the parser, naming every command's handler
  7    commands     ``btgw.commands``: the parser's own commands (check,
                    render, apply, doctor, config-reference)
- 6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``: the
-                   three things btgw does, none knowing the others
+ 6    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``,
+                   ``btgw.fleet``: the things btgw does, none knowing the
+                   others (``btgw.fleet`` renders the fleet's Kamailio)
  5    edges        ``btgw.asterisk``, ``btgw.bluez``: one per outside system,
                    neither knowing the other; ``btgw.cliutil``: loading config
                    and state for a command (no edge needs it)
@@ -45,7 +46,7 @@ PACKAGE = REPO / "btgw"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("btgw.cli",)),
     ("commands", ("btgw.commands",)),
-    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor")),
+    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.fleet")),
     ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil")),
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),
