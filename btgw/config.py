@@ -33,6 +33,7 @@ from pydantic import (
 
 from btgw.contracts.asterisk import AMI_USER
 from btgw.contracts.bluetooth import normalise_mac
+from btgw.contracts.fleet import FLEET_CONTEXT, FLEET_ENDPOINT
 from btgw.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/btgw/btgw.toml")
@@ -504,6 +505,12 @@ def _sip_name_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
                 "extensions and trunks share one PJSIP namespace",
             )
         seen.setdefault(name, section)
+        if cfg.fleet is not None and name == FLEET_ENDPOINT:
+            yield _Problem((section, i, "name"), f"{FLEET_ENDPOINT} is the fleet endpoint")
+    if cfg.fleet is not None:
+        for i, phone in enumerate(cfg.phones):
+            if phone.context == FLEET_CONTEXT:
+                yield _Problem(("phones", i, "context"), f"{FLEET_CONTEXT} is the fleet's context")
 
 
 def _number_problems(cfg: GatewayConfig) -> Generator[_Problem, None, set[str]]:

@@ -85,6 +85,8 @@ class WorldOptions:
     # PJSIP's T1 in ms (None: Asterisk's 500).  Timer B, how long an INVITE to
     # a silent peer (a dead trunk) is retried, is 64 * T1: 32 s by default.
     sip_timer_t1: int | None = None
+    sip_host: str = "127.0.0.1"  # the address Asterisk's SIP binds (a fleet gateway's own)
+    extra_toml: str = ""  # appended to btgw.toml (a fleet gateway's [fleet] section)
 
 
 def world_config(
@@ -332,6 +334,7 @@ class World:
             [ADAPTER],
             extensions=OWNER_EXTENSIONS,
             pjsip=_owner_pjsip(opts.sip_timer_t1),
+            sip_host=opts.sip_host,
         )
         stack.push_async_callback(asyncio.to_thread, pbx.close)
         self._pbx = pbx
@@ -349,6 +352,7 @@ class World:
                 config_port=opts.config_port,
                 interval=opts.interval,
             )
+            + opts.extra_toml
         )
         config = parse_config(cfg_path.read_text(), cfg_path)
         self._config = config

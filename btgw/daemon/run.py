@@ -24,6 +24,7 @@ from btgw.cliutil import state_path
 from btgw.config import GatewayConfig, config_path, load_config
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
+from btgw.daemon.fleet import FleetPusher
 from btgw.daemon.status import status_path
 from btgw.daemon.supervisor import LiveEffects, Supervisor
 from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_interval
@@ -153,6 +154,13 @@ async def serve(
 
     watcher = AmiWatcher(connector(config.asterisk.ami, events=EVENT_CLASSES), on_change=changed)
 
+    fleet_group = config.fleet_group
+    pusher = (
+        FleetPusher(config.fleet, config.sip.port, fleet_group)
+        if config.fleet is not None and fleet_group is not None
+        else None
+    )
+
     async def connect_bluez() -> BlueZClient:
         client = BlueZClient(bus_address=bus_address)
         await client.start()
@@ -166,6 +174,7 @@ async def serve(
         notifier=notifier,
         status_path=Path(status_file) if status_file else None,
         connect_bluez=connect_bluez if use_bluez else None,
+        on_route=pusher.route_changed if pusher is not None else None,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,9 +204,16 @@ async def serve(
         if startup_apply is not None
         else None
     )
+    fleet_task = (
+        asyncio.create_task(pusher.run(), name="fleet-push") if pusher is not None else None
+    )
     try:
         await supervisor.run()
     finally:
+        if fleet_task is not None:
+            fleet_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fleet_task
         if apply_task is not None:
             apply_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -102,8 +102,7 @@ modparam("tm", "fr_inv_timer", {fleet.outbound.dial_timeout * 1000})
 modparam("rr", "enable_full_lr", 1)
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
-# Relative: Kamailio reads it from kamailio.cfg's own folder.
-modparam("dispatcher", "list_file", "{DISPATCHER_LIST}")
+modparam("dispatcher", "list_file", "{p.config_dir / DISPATCHER_LIST}")
 # flags 2: keep the other destinations for ds_next_dst (failover).
 modparam("dispatcher", "flags", 2)
 modparam("dispatcher", "ds_ping_interval", {p.ping_interval})
@@ -204,12 +203,11 @@ def _auth(fleet: FleetDescription) -> str:
         f'\t\tcase "{ext.name}":\n\t\t\t$var(pw) = "{ext.password}";\n\t\t\tbreak;\n'
         for ext in fleet.extensions
     )
+    lookup = f"\tswitch($au) {{\n{cases}\t}}\n" if cases else ""
     return f"""
 route[AUTH] {{
 	$var(pw) = "";
-	switch($au) {{
-{cases}	}}
-	# An unknown user has no password: never let "" authenticate anyone.
+{lookup}	# An unknown user has no password: never let "" authenticate anyone.
 	if ($var(pw) == "" || !pv_www_authenticate("{realm}", "$var(pw)", "0")) {{
 		www_challenge("{realm}", "0");
 		exit;

@@ -42,6 +42,9 @@ class ProxyConfig(_Model):
     """JSON-RPC port (HTTP over TCP, on the same address): gateways push state here."""
     domain: Host
     """The house's SIP domain: the phones' realm and Kamailio's alias."""
+    config_dir: Path = Path("/etc/kamailio")
+    """Where the rendered files are installed: Kamailio opens dispatcher.list by
+    this path (a relative list_file is taken from its working directory)."""
     ping_interval: int = Field(default=5, ge=1, le=300)
     """Seconds between OPTIONS probes of each gateway: how long a dead gateway gets calls."""
     children: int = Field(default=4, ge=1, le=64)
