@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
+import os
 import secrets
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from btgw.contracts.fleet import gateway_uri
+from btgw.contracts.fleet import FLEET_ENDPOINT, gateway_uri
 from btgw.fleet.model import FleetDescription
 from testbed.asterisk import reserve_port_block
 from testbed.kamailio import KamailioInstance
@@ -29,7 +30,7 @@ from testbed.world import (
     World,
     WorldError,
     WorldOptions,
-    daemon_process,
+    btgw_run_process,
     wait_route,
 )
 
@@ -44,15 +45,41 @@ READY_TIMEOUT = 30.0
 
 @dataclass
 class Gateway:
-    """One gateway of the fleet: its world and its dispatcher URI."""
+    """One gateway of the fleet: its world, dispatcher URI and ``btgw run``."""
 
     name: str
     world: World
     uri: str
+    daemon: asyncio.subprocess.Process | None = None
 
     def dials(self) -> int:
         """Calls chan_mobile placed on this gateway's phone so far (ATD commands)."""
         return sum(1 for c in self.world.phone.commands if c.startswith("ATD"))
+
+    def fleet_calls(self, since: int = 0) -> int:
+        """INVITEs from Kamailio this gateway's Asterisk took in (channels on
+        the fleet endpoint), from event mark ``since`` on."""
+        prefix = f"PJSIP/{FLEET_ENDPOINT}-"
+        return sum(
+            1
+            for e in self.world.events[since:]
+            if e.event == "Newchannel" and e.get("Channel").startswith(prefix)
+        )
+
+    def kill_asterisk(self) -> None:
+        """SIGKILL to this gateway's Asterisk (by its PID): the box dies outright."""
+        pid = self.world.pbx.pid
+        if pid is None:
+            raise WorldError(f"gateway {self.name}: Asterisk is not running", hint="")
+        os.kill(pid, signal.SIGKILL)
+
+    async def revive_asterisk(self) -> None:
+        """Start the killed Asterisk again; reconnect the bench's AMI, and
+        SIGHUP the daemon so it reconnects now rather than after its backoff."""
+        await asyncio.to_thread(self.world.pbx.start)
+        await self.world.reopen_ami()
+        if self.daemon is not None and self.daemon.returncode is None:
+            self.daemon.send_signal(signal.SIGHUP)
 
 
 def fleet_section(gateway_ip: str, proxy_port: int, rpc_port: int) -> str:
@@ -203,9 +230,17 @@ class Fleet:
         await self._start_sip(ports.base, trunk_port, pepe_secret, maria_secret, proxy_port)
         if self.daemons:
             for gw in self.gateways:
-                status = gw.world.base / "status.json"
-                out = self._out or io.StringIO()  # the daemon's own log is in its world
-                await stack.enter_async_context(daemon_process(gw.world, status, out))
+                world = gw.world
+                extra = ["--bus-address", world.bus_address] if world.bus_address else []
+                gw.daemon = await stack.enter_async_context(
+                    btgw_run_process(
+                        world.config_path,
+                        world.base / "state.json",
+                        world.base / "status.json",
+                        world.base / "btgw-run.log",
+                        extra or ["--no-bluez"],
+                    )
+                )
             await self.wait_ready()
         self.startup_seconds = loop.time() - started
 

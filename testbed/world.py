@@ -441,6 +441,19 @@ class World:
         self.events.append(message)
         self._event_seen.set()
 
+    async def reopen_ami(self) -> None:
+        """A fresh AMI connection once Asterisk is back after a kill or a
+        restart (the old connection died with the old process)."""
+        pbx = self.pbx
+        if self._ami is not None:
+            with contextlib.suppress(AmiError, OSError):
+                await self._ami.close()
+        self._ami = await AmiConnection.open(
+            pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, events="on"
+        )
+        self._stack.push_async_callback(self._ami.close)
+        self._ami.on_event(self._on_event)
+
     # --- observing -------------------------------------------------------------
 
     async def command(self, command: str) -> list[str]:
