@@ -92,19 +92,22 @@ def _content_length(head: bytes) -> int:
 
 
 def _parse_reply(head: bytes, body: bytes) -> dict[str, object]:
-    status = head.split(b"\r\n", 1)[0].split()
-    if len(status) < 2 or status[1] != b"200":
-        raise FleetPushError(
-            f"fleet: Kamailio answered {head[:80]!r}",
-            "check that this gateway's address is in fleet.toml (Kamailio answers 403 otherwise)",
-        )
+    """The JSON-RPC reply.  jsonrpcs answers a failed method with an HTTP
+    error status *and* a JSON-RPC error object: the object is the answer."""
+    status_line = head.split(b"\r\n", 1)[0]
+    status = status_line.split()
     try:
         reply = json.loads(body)
-    except ValueError as exc:
-        raise FleetPushError(f"fleet: Kamailio's reply is not JSON: {body[:80]!r}", "") from exc
-    if not isinstance(reply, dict):
-        raise FleetPushError(f"fleet: unexpected JSON-RPC reply {reply!r}", "")
-    return reply
+    except ValueError:
+        reply = None
+    if isinstance(reply, dict) and ("error" in reply or "result" in reply):
+        return reply
+    if len(status) < 2 or status[1] != b"200":
+        raise FleetPushError(
+            f"fleet: Kamailio answered {status_line[:80]!r}",
+            "check that this gateway's address is in fleet.toml (Kamailio answers 403 otherwise)",
+        )
+    raise FleetPushError(f"fleet: Kamailio's reply is not JSON-RPC: {body[:80]!r}", "")
 
 
 class FleetPusher:
