@@ -9,7 +9,9 @@ the BlueZ simulator, SIPp, and the real ``btgw run`` as its own process.
 
 Sections (``--only`` picks some): apply (items 7, 8), cli (6), daemon
 (detection, return, footprint, firehose: 1, 3, 4, 5), failover (2), scale
-(detection with 1, 8, 16 phones: 8).
+(detection with 1, 8, 16 phones: 8), fleet (Kamailio in front of three
+gateways: setup cost, calls per second, a call just after a gateway lost its
+last phone).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ PHONES = (1, 4, 8, 16)
 EXTENSIONS = (10, 100, 500)
 # (phones, extensions); 4 phones with 1 extension is the daemon section's gateway.
 SCALE_POINTS = ((1, 1), (8, 1), (16, 1), (4, 100), (4, 500))
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale")
+SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "fleet")
 
 
 def machine() -> dict[str, Any]:
@@ -229,10 +231,42 @@ def section_scale(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
     return {"points": rows}
 
 
+def section_fleet(args: argparse.Namespace, v: Verdicts) -> dict[str, Any]:
+    from bench import fleet_bench  # noqa: PLC0415
+
+    reps = 10 if args.quick else args.fleet_reps
+    print(f"\nfleet: Kamailio + 3 gateways, {reps} calls per setup path")
+    r = asyncio.run(fleet_bench.run(reps, sys.stderr))
+    print(fleet_bench.table(r))
+    s, pushed = r["setup"], r["dropped"]["pushed"]
+    v.add(
+        "fleet: setup added by Kamailio",
+        "<= 2 ms median",
+        f"{s['added_median_ms']:+.2f} ms (on the wire {s['kamailio_share']['median_ms']:.2f})",
+        s["added_median_ms"] <= 2,
+    )
+    latest = pushed["latest_try_ms"]
+    v.add(
+        "fleet: calls trying A after its loss",
+        "none later than 50 ms",
+        f"{pushed['share_trying_a']:.0%}" + ("" if latest is None else f", latest {latest:.1f} ms"),
+        latest is None or latest <= 50,
+    )
+    load = r["load"]
+    v.add(
+        "fleet: bounded SIPp run",
+        "every call answered",
+        f"{load['answered']}/{load['offered']} at {load['calls_per_s']:.2f} calls/s",
+        load["answered"] == load["offered"],
+    )
+    return r
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Verdicts], dict[str, Any]]] = {
     "daemon": section_daemon,
     "failover": section_failover,
     "scale": section_scale,
+    "fleet": section_fleet,
 }
 
 
@@ -242,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-reps", type=int, default=5, help="repetitions per apply point")
     parser.add_argument("--drops", type=int, default=200, help="phone drops, quiet and loaded")
     parser.add_argument("--failover-reps", type=int, default=30, help="calls per failover case")
+    parser.add_argument("--fleet-reps", type=int, default=30, help="calls per fleet setup path")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no curves")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}"

@@ -29,6 +29,7 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("incoming", "[incoming]", False),
     ("outbound", "[outbound]", False),
     ("trunks", "[[trunks]]", True),
+    ("fleet", "[fleet]", False),
 ]
 
 
@@ -38,6 +39,12 @@ def _model_at(path: str) -> type[BaseModel]:
         annotation = model.model_fields[part].annotation
         if get_origin(annotation) is list:
             annotation = get_args(annotation)[0]
+        # An optional table ([fleet]) is `Model | None`: document the model.
+        models = [
+            a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if get_origin(annotation) is not list and len(models) == 1:
+            annotation = models[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise TypeError(f"{path} is not a table")
         model = annotation
