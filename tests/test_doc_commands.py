@@ -45,6 +45,7 @@ PARSE_ONLY = {
     "unpair": "needs BlueZ, and applies to a running Asterisk",
     "doctor": "inspects the real adapters and Asterisk",
     "apply": "reloads a running Asterisk (apply --dry-run runs)",
+    "fleet": "reads fleet.toml, which the fixture does not stage (test_fleet_render runs it)",
 }
 # What the rest exit with (README "Exit codes": 0 ok; health against a healthy
 # snapshot: 0 ok).
