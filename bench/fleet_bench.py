@@ -83,6 +83,7 @@ async def _complete(call: Call) -> str:
 
 def _setup(cap: LoopbackSipCapture, since: int, call_id: str, phone_ip: str) -> float:
     """Authenticated INVITE leaving the phone -> the 200 OK reaching it."""
+    cap.mark()  # drain what is still in the socket
     packets = cap.packets[since:]
     invite = _first(packets, call_id, "INVITE", authorized=True)
     ok = next(
@@ -101,6 +102,7 @@ def _setup(cap: LoopbackSipCapture, since: int, call_id: str, phone_ip: str) -> 
 
 
 def _tried(cap: LoopbackSipCapture, since: int, call_id: str, gw: Gateway) -> SipPacket | None:
+    cap.mark()  # drain what is still in the socket
     host, port = gw.world.pbx.sip_host, gw.world.pbx.sip_port
     return _first(cap.packets[since:], call_id, "INVITE", destination=(host, port))
 
@@ -109,6 +111,7 @@ def _proxy_share(
     cap: LoopbackSipCapture, since: int, call_id: str, proxy: tuple[str, int]
 ) -> float:
     """Kamailio's own time: INVITE in -> out, and the 200 in -> out."""
+    cap.mark()  # drain what is still in the socket
     packets = [p for p in cap.packets[since:] if p.call_id == call_id]
     inv_in = next(
         p
@@ -240,11 +243,15 @@ async def _just_dropped(
             raise FleetBenchError("no 401 from Kamailio", hint=str(call.process.trace_path))
         await asyncio.sleep(0.005)
     call_id = _call_id(call)
-    challenge = next(
-        p
-        for p in cap.packets[since:]
-        if p.call_id == call_id and p.start_line.startswith("SIP/2.0 401")
-    )
+    # SIPp's trace can show the 401 before this process has drained it off lo.
+    challenge = None
+    while challenge is None:
+        cap.mark()  # drains the socket
+        challenge = _first(cap.packets[since:], call_id, "SIP/2.0 401")
+        if challenge is None:
+            if loop.time() > deadline:
+                raise FleetBenchError("the 401 is not on lo", hint="")
+            await asyncio.sleep(0.002)
     due = challenge.time + AUTH_PAUSE
     await asyncio.sleep(max(due - lead - time.time(), 0))
     lost = time.time()
