@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from bench.sip_capture import LoopbackSipCapture, SipPacket
 from bench.stats import stats
+from btgw.asterisk.ami import AmiMessage
 from btgw.errors import BtgwError
 from testbed.asterisk import reserve_port_block
 from testbed.fleet import PROXY_IP, Fleet, Gateway
@@ -254,14 +255,27 @@ async def _just_dropped(
             await asyncio.sleep(0.002)
     due = challenge.time + AUTH_PAUSE
     await asyncio.sleep(max(due - lead - time.time(), 0))
+    # When chan_mobile itself saw the loss (its MobileStatus reaching the
+    # bench's own AMI connection): btgw can push nothing before that.
+    noticed: list[float] = []
+
+    def on_event(message: AmiMessage) -> None:
+        if message.event == "MobileStatus" and message.get("Status") == "Disconnect":
+            noticed.append(time.time())
+
+    stop = a.world.ami.on_event(on_event)
     lost = time.time()
     await a.world.phone.out_of_range()
-    await _complete(call)
+    try:
+        await _complete(call)
+    finally:
+        stop()
     invite = _first(cap.packets[since:], call_id, "INVITE", authorized=True)
     assert invite is not None
     tried = _tried(cap, since, call_id, a)
     return {
         "lead_ms": (invite.time - lost) * 1000,
+        "chan_mobile_noticed_ms": (noticed[0] - lost) * 1000 if noticed else None,
         "tried_a": tried is not None,
         "setup_s": _setup(cap, since, call_id, fleet.pepe.endpoint.ip),
     }
@@ -297,6 +311,14 @@ async def measure_dropped(fleet: Fleet, cap: LoopbackSipCapture, reps: int) -> d
             "samples": samples,
             "share_trying_a": len(tried) / len(samples),
             "latest_try_ms": max((s["lead_ms"] for s in tried), default=None),
+            # The tries, each with when chan_mobile had noticed the loss.
+            "tries": [
+                {"lead_ms": s["lead_ms"], "chan_mobile_noticed_ms": s["chan_mobile_noticed_ms"]}
+                for s in tried
+            ],
+            "chan_mobile_noticed": stats(
+                [s["chan_mobile_noticed_ms"] / 1000 for s in samples if s["chan_mobile_noticed_ms"]]
+            ),
             "added_setup_median_ms": (
                 statistics.median(s["setup_s"] for s in samples) - statistics.median(baseline)
             )
@@ -357,6 +379,10 @@ async def run(reps: int, out: TextIO) -> dict[str, Any]:
     return result
 
 
+def _ms(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f}"
+
+
 def table(r: dict[str, Any]) -> str:
     s, load, d = r["setup"], r["load"], r["dropped"]
     via, direct, share = s["fleet"], s["direct"], s["kamailio_share"]
@@ -380,6 +406,17 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"  {mode:<14} share trying A {m['share_trying_a']:.0%}, latest try {latest}, "
             f"added setup {m['added_setup_median_ms']:+.1f} ms (median)"
+        )
+        seen = m["chan_mobile_noticed"]
+        lines.append(
+            f"      chan_mobile's MobileStatus after the loss: median {seen['median_ms']:.1f} ms, "
+            f"max {seen['max_ms']:.1f}; tries (INVITE / noticed, ms): "
+            + (
+                ", ".join(
+                    f"{t['lead_ms']:.0f}/{_ms(t['chan_mobile_noticed_ms'])}" for t in m["tries"]
+                )
+                or "none"
+            )
         )
         for lead, b in m["by_lead"].items():
             lines.append(
