@@ -64,6 +64,15 @@ class Event(Enum):
         "bdfa049033c341ffaa0ca8b4ba0d151a",
         "The state file was unreadable; the daemon started from an empty one",
     )
+    # -- the daemon: the fleet's Kamailio ------------------------------------------
+    FLEET_TOLD = (
+        "5fbd1e28a9b54233985a7ad327aad005",
+        "The fleet's Kamailio was told this gateway's state",
+    )
+    FLEET_UNREACHABLE = (
+        "fefaa770d26f4a378877f09f6621f3bb",
+        "The fleet's Kamailio could not be told this gateway's state",
+    )
     # -- BlueZ --------------------------------------------------------------------
     BLUEZ_APPEARED = (
         "db3de15f06994263b619cd44c759036a",

@@ -23,6 +23,7 @@ from typing import Final
 from btgw.config import FleetMembership
 from btgw.contracts.astdb import RouteValue
 from btgw.contracts.fleet import GATEWAY_SET, RPC_PATH, SET_STATE, DispatcherState, gateway_uri
+from btgw.contracts.journal import Event, fields
 from btgw.errors import BtgwError
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class FleetPusher:
                     "%s; retrying in %.1f s",
                     message,
                     delay,
+                    extra=fields(Event.FLEET_UNREACHABLE),
                 )
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -199,7 +201,12 @@ class FleetPusher:
                         await self._wake.wait()
                 continue
             if failures or want != self._told:
-                log.info("fleet: told Kamailio %s is %s", self.uri, want.value)
+                log.info(
+                    "fleet: told Kamailio %s is %s",
+                    self.uri,
+                    want.value,
+                    extra=fields(Event.FLEET_TOLD, BTGW_GROUP=str(self.group)),
+                )
             failures = 0
             self._told = want
             self._told_at = self._clock()
