@@ -13,7 +13,9 @@ Sections (``--only`` picks some): apply (items 7, 8), cli (6), daemon
 link timeout and on the 20 s default: issue 10), messages (SMS to email and
 MQTT latency, spool throughput, footprint with and without sinks: issue 13),
 observe (issue 14: scrape latency, CPU at one scrape a second, detection and
-idle CPU with metrics, page, textfile and Home Assistant on against off).
+idle CPU with metrics, page, textfile and Home Assistant on against off),
+fleet (issue 15: Kamailio in front of three gateways: setup cost, calls per
+second, a call just after a gateway lost its last phone).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ PHONES = (1, 4, 8, 16)
 EXTENSIONS = (10, 100, 500)
 # (phones, extensions); 4 phones with 1 extension is the daemon section's gateway.
 SCALE_POINTS = ((1, 1), (8, 1), (16, 1), (4, 100), (4, 500))
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale", "walkaway", "messages", "observe")
+SECTIONS = (
+    "apply", "cli", "daemon", "failover", "scale", "walkaway", "messages", "observe", "fleet",
+)  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -202,6 +206,16 @@ def section_observe(args: argparse.Namespace) -> dict[str, Any]:
     return r
 
 
+def section_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import fleet_bench  # noqa: PLC0415
+
+    reps = 10 if args.quick else args.fleet_reps
+    print(f"\nfleet: Kamailio + 3 gateways, {reps} calls per setup path")
+    r = asyncio.run(fleet_bench.run(reps, sys.stderr))
+    print(fleet_bench.table(r))
+    return r
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "daemon": section_daemon,
     "failover": section_failover,
@@ -209,6 +223,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "walkaway": section_walkaway,
     "messages": section_messages,
     "observe": section_observe,
+    "fleet": section_fleet,
 }
 
 
@@ -227,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="walk-aways on the 20 s default (about 27 s each)",
     )
+    parser.add_argument("--fleet-reps", type=int, default=30, help="calls per fleet setup path")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no curves")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}"

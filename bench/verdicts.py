@@ -28,6 +28,8 @@ SCALE_P95_MS = 50.0
 MESSAGE_P99_MS = 200.0  # SMS at the phone -> email accepted / MQTT at the subscriber
 SCRAPE_P99_MS = 20.0  # GET /metrics, at one scrape a second and back to back
 SCRAPE_CPU_PCT = 0.5  # the daemon's CPU while scraped once a second
+FLEET_ADDED_MS = 2.0  # call setup Kamailio adds, median
+FLEET_LATE_TRY_MS = 50.0  # a call may still try a gateway this long after its last phone went
 WALKAWAY_ROUTE_SLACK_S = 0.5  # walk-away -> route down: p99 <= link_timeout + this
 WALKAWAY_INVITE_SLACK_S = 1.0  # walk-away -> trunk INVITE: p99 <= link_timeout + this
 
@@ -300,6 +302,40 @@ def _observe(r: dict[str, Any]) -> list[Verdict]:
     ]  # fmt: skip
 
 
+def _fleet(r: dict[str, Any]) -> list[Verdict]:
+    if "fleet" not in r:
+        return []
+    f = r["fleet"]
+    s, pushed, load = f["setup"], f["dropped"]["pushed"], f["load"]
+    latest = pushed["latest_try_ms"]
+    tried = f"{pushed['share_trying_a']:.0%}" + (
+        "" if latest is None else f", latest {latest:.1f} ms"
+    )
+    return [
+        Verdict(
+            "15",
+            "fleet: call setup added by Kamailio",
+            f"≤ {FLEET_ADDED_MS:g} ms median",
+            f"{s['added_median_ms']:+.2f} ms (on the wire {s['kamailio_share']['median_ms']:.2f})",
+            s["added_median_ms"] <= FLEET_ADDED_MS,
+        ),
+        Verdict(
+            "15",
+            "fleet: calls trying a gateway after it lost its last phone",
+            f"none later than {FLEET_LATE_TRY_MS:g} ms",
+            tried,
+            latest is None or latest <= FLEET_LATE_TRY_MS,
+        ),
+        Verdict(
+            "15",
+            "fleet: bounded SIPp run",
+            "every call answered",
+            f"{load['answered']}/{load['offered']} at {load['calls_per_s']:.2f} calls/s",
+            load["answered"] == load["offered"],
+        ),
+    ]
+
+
 SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _daemon,
     _failover,
@@ -309,6 +345,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], list[Verdict]], ...] = (
     _walkaway,
     _messages,
     _observe,
+    _fleet,
 )
 
 

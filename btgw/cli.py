@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse  # noqa: PLC0415 - see the module docstring
 
     from btgw.clicommand import LazyHandler  # noqa: PLC0415 - likewise
+    from btgw.fleet.cli import register as register_fleet  # noqa: PLC0415 - likewise
     from btgw.pairing.cli import register as register_pairing  # noqa: PLC0415 - likewise
     from btgw.provision.cli import register as register_provision  # noqa: PLC0415 - likewise
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_pairing(add)
     register_daemon(add)
     register_provision(add)
+    register_fleet(add)
     add(
         "doctor",
         ours("doctor"),

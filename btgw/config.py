@@ -19,7 +19,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +34,7 @@ from pydantic import (
 
 from btgw.contracts.asterisk import AMI_USER
 from btgw.contracts.bluetooth import normalise_mac
+from btgw.contracts.fleet import FLEET_CONTEXT, FLEET_ENDPOINT
 from btgw.errors import ConfigError
 from btgw.numbers.plan import (
     CallerIdForm,
@@ -621,6 +622,24 @@ class HomeAssistantConfig(_Model):
     """This gateway's id in topics (btgw/<node_id>/...) and in Home Assistant."""
 
 
+class FleetMembership(_Model):
+    """This gateway's place in a fleet behind Kamailio (docs/fleet.md)."""
+
+    proxy: Host
+    """Kamailio's address: calls from it are fleet calls, and calls to the house
+    phones go through it."""
+    proxy_port: Port = 5060
+    """Kamailio's SIP port."""
+    rpc_port: Port = 5071
+    """Kamailio's JSON-RPC port (HTTP, on the proxy's address)."""
+    address: Host
+    """This gateway's address as Kamailio reaches it (its dispatcher entry)."""
+    group: int | None = Field(default=None, ge=0, le=99)
+    """The mobile group this gateway offers the fleet (default: outbound.mobile_group)."""
+    dial_timeout: int = Field(default=60, ge=5, le=600)
+    """Seconds a fleet call may ring on this gateway's mobile."""
+
+
 class GatewayConfig(_Model):
     """The whole of btgw.toml."""
 
@@ -640,6 +659,15 @@ class GatewayConfig(_Model):
     metrics: MetricsConfig = MetricsConfig()
     mqtt: MqttConfig | None = None
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    fleet: FleetMembership | None = None
+    """Set when this gateway is one of several behind Kamailio."""
+
+    @property
+    def fleet_group(self) -> int | None:
+        """The mobile group this gateway offers its fleet (None: not in one)."""
+        if self.fleet is None:
+            return None
+        return self.fleet.group if self.fleet.group is not None else self.outbound.mobile_group
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -743,6 +771,9 @@ def _bluetooth_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
     group = cfg.outbound.mobile_route(bool(cfg.phones))
     if group is not None and group not in {p.group for p in cfg.phones}:
         yield _Problem(("outbound", "mobile_group"), f"no phone is in mobile_group {group}")
+    fleet_group = cfg.fleet_group
+    if fleet_group is not None and fleet_group not in {p.group for p in cfg.phones}:
+        yield _Problem(("fleet", "group"), f"no phone is in group {fleet_group}")
 
 
 def _pin_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
@@ -781,6 +812,12 @@ def _sip_name_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
                 "extensions and trunks share one PJSIP namespace",
             )
         seen.setdefault(name, section)
+        if cfg.fleet is not None and name == FLEET_ENDPOINT:
+            yield _Problem((section, i, "name"), f"{FLEET_ENDPOINT} is the fleet endpoint")
+    if cfg.fleet is not None:
+        for i, phone in enumerate(cfg.phones):
+            if phone.context == FLEET_CONTEXT:
+                yield _Problem(("phones", i, "context"), f"{FLEET_CONTEXT} is the fleet's context")
 
 
 def _number_problems(cfg: GatewayConfig) -> Generator[_Problem, None, set[str]]:
@@ -875,6 +912,8 @@ def _numbering_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
 
 # -- loading ------------------------------------------------------------------
 
+_M = TypeVar("_M", bound=BaseModel)
+
 _FIX_HINTS: Mapping[str, str] = {
     "extra_forbidden": "remove it, or check its spelling against docs/config.md",
     "missing": "add it",
@@ -919,6 +958,16 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
     Raises:
         ConfigError: as for :func:`load_config`.
     """
+    return parse_toml_model(text, path, GatewayConfig)
+
+
+def parse_toml_model(text: str, path: Path, model: type[_M]) -> _M:
+    """Validate TOML ``text`` from ``path`` as ``model``, with btgw.toml's
+    file:line messages (the fleet description reads the same way).
+
+    Raises:
+        ConfigError: TOML syntax error, or invalid content.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -928,7 +977,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         ) from exc
     _resolve_relative_secret_files(data, path.parent)
     try:
-        return GatewayConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, text, path) from None
 

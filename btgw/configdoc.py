@@ -38,6 +38,7 @@ SECTIONS: list[tuple[str, str, bool]] = [
     ("metrics", "[metrics]", False),
     ("mqtt", "[mqtt]", False),
     ("homeassistant", "[homeassistant]", False),
+    ("fleet", "[fleet]", False),
 ]
 
 

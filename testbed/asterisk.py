@@ -539,6 +539,7 @@ class AsteriskInstance:
         binds: Sequence[tuple[Path, str]] = (),
         noload: Sequence[str] = (),
         port_block: PortBlock | None = None,
+        sip_host: str = LOOPBACK,
     ) -> None:
         """Lay out ``workdir`` and reserve ports.
 
@@ -556,6 +557,8 @@ class AsteriskInstance:
             noload: more modules not to load (``.so`` optional).
             port_block: ports to use; reserved here when not given.  The
                 instance releases it in :meth:`close` either way.
+            sip_host: the loopback address SIP binds (a fleet gives each
+                gateway its own 127.0.0.x, as each box has its own address).
 
         Raises:
             AsteriskInstanceError: a path or name is unusable, the host lacks
@@ -598,7 +601,7 @@ class AsteriskInstance:
         self.ami_port = self._ports.base + AMI_PORT_OFFSET
         self.ami_user = AMI_USER
         self.ami_secret = secrets.token_hex(16)
-        self.sip_host = LOOPBACK
+        self.sip_host = sip_host
         self.sip_port = self._ports.base + SIP_PORT_OFFSET
         self.sip_transport = SIP_TRANSPORT
         self.rtp_start = self._ports.base + RTP_PORT_OFFSET

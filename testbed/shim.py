@@ -173,6 +173,7 @@ def shimmed_asterisk(
     *,
     extensions: str = "[general]\n",
     pjsip: str = "",
+    sip_host: str = "127.0.0.1",
 ) -> AsteriskInstance:
     """An Asterisk (not started) whose Bluetooth goes through the shim to the
     simulated phones in ``sock_dir``, with ``adapters``; chan_mobile loads with
@@ -188,6 +189,7 @@ def shimmed_asterisk(
             "pjsip.conf": pjsip,
             "chan_mobile.conf": "",
         },
+        sip_host=sip_host,
     )
 
 

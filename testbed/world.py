@@ -89,6 +89,8 @@ class WorldOptions:
     # a silent peer (a dead trunk) is retried, is 64 * T1: 32 s by default.
     sip_timer_t1: int | None = None
     link_timeout: float | None = None  # [bluetooth] link_timeout (None: btgw's default)
+    sip_host: str = "127.0.0.1"  # the address Asterisk's SIP binds (a fleet gateway's own)
+    extra_toml: str = ""  # appended to btgw.toml (a fleet gateway's [fleet] section)
 
 
 def world_config(
@@ -375,6 +377,7 @@ class World:
             [ADAPTER],
             extensions=OWNER_EXTENSIONS,
             pjsip=_owner_pjsip(opts.sip_timer_t1),
+            sip_host=opts.sip_host,
         )
         stack.push_async_callback(asyncio.to_thread, pbx.close)
         self._pbx = pbx
@@ -393,6 +396,7 @@ class World:
                 interval=opts.interval,
                 link_timeout=opts.link_timeout,
             )
+            + opts.extra_toml
         )
         config = parse_config(cfg_path.read_text(), cfg_path)
         self._config = config
@@ -484,6 +488,19 @@ class World:
     def _on_event(self, message: AmiMessage) -> None:
         self.events.append(message)
         self._event_seen.set()
+
+    async def reopen_ami(self) -> None:
+        """A fresh AMI connection once Asterisk is back after a kill or a
+        restart (the old connection died with the old process)."""
+        pbx = self.pbx
+        if self._ami is not None:
+            with contextlib.suppress(AmiError, OSError):
+                await self._ami.close()
+        self._ami = await AmiConnection.open(
+            pbx.ami_host, pbx.ami_port, pbx.ami_user, pbx.ami_secret, events="on"
+        )
+        self._stack.push_async_callback(self._ami.close)
+        self._ami.on_event(self._on_event)
 
     # --- observing -------------------------------------------------------------
 

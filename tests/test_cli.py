@@ -148,7 +148,8 @@ PRINTS_DATA = {
     "ussd",
 }
 # a Markdown document; a daemon that logs; provisioning's step list
-PRINTS_TEXT = {"config-reference", "run", "provision"}
+PRINTS_TEXT = {"config-reference", "run", "provision", "fleet"}
+# (fleet: its render subcommand has --json of its own)
 
 
 def test_json_is_offered_by_the_commands_that_print_data() -> None:
@@ -185,7 +186,7 @@ def test_every_handler_resolves_to_a_namespace_to_int_function() -> None:
         # as written (postponed annotations; some import argparse only for mypy)
         hints = inspect.get_annotations(handler)
         assert hints == {params[0].name: "argparse.Namespace", "return": "int"}, name
-    assert lazy == 13  # all but status and health, whose code is already loaded
+    assert lazy == 14  # all but status and health, whose code is already loaded
 
 
 @pytest.mark.host

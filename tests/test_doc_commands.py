@@ -49,6 +49,7 @@ PARSE_ONLY = {
     "outbox": "reads and writes the daemon's outbox under /var/lib/btgw",
     "sms": "sends through a running Asterisk and a connected phone",
     "ussd": "asks the network through a running Asterisk and a connected phone",
+    "fleet": "reads fleet.toml, which the fixture does not stage (test_fleet_render runs it)",
 }
 # What the rest exit with (README "Exit codes": 0 ok; health against a healthy
 # snapshot: 0 ok).

@@ -9,8 +9,8 @@ never from a layer above, and never from another component of its own layer
  8    commands     ``btgw.commands``: the parser's own commands (check,
                    render, apply, doctor, config-reference)
  7    app          ``btgw.daemon``, ``btgw.pairing``, ``btgw.doctor``,
-                   ``btgw.provision``: the things btgw does, none knowing
-                   the others
+                   ``btgw.provision``, ``btgw.fleet`` (renders the fleet's
+                   Kamailio): the things btgw does, none knowing the others
  6    edges        ``btgw.asterisk``, ``btgw.bluez``, ``btgw.messages`` (the
                    message sinks), ``btgw.mqtt``: one per outside system,
                    none knowing the others; ``btgw.cliutil``: loading config
@@ -50,7 +50,7 @@ PACKAGE = REPO / "btgw"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("btgw.cli",)),
     ("commands", ("btgw.commands",)),
-    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.provision")),
+    ("app", ("btgw.daemon", "btgw.pairing", "btgw.doctor", "btgw.provision", "btgw.fleet")),
     ("edges", ("btgw.asterisk", "btgw.bluez", "btgw.cliutil", "btgw.messages", "btgw.mqtt")),
     ("render", ("btgw.render", "btgw.configdoc")),
     ("state", ("btgw.state",)),

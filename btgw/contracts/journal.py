@@ -93,6 +93,15 @@ class Event(Enum):
         "9d14febb3d9c45d2bfeac864fb9ea84c",
         "The outbox could not store a message; it stays in Asterisk's database",
     )
+    # -- the daemon: the fleet's Kamailio ------------------------------------------
+    FLEET_TOLD = (
+        "5fbd1e28a9b54233985a7ad327aad005",
+        "The fleet's Kamailio was told this gateway's state",
+    )
+    FLEET_UNREACHABLE = (
+        "fefaa770d26f4a378877f09f6621f3bb",
+        "The fleet's Kamailio could not be told this gateway's state",
+    )
     # -- BlueZ --------------------------------------------------------------------
     BLUEZ_APPEARED = (
         "db3de15f06994263b619cd44c759036a",

@@ -28,6 +28,7 @@ from btgw.config import GatewayConfig, config_path, load_config
 from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
 from btgw.contracts.journal import Event, fields
 from btgw.daemon.ami_watch import EVENT_CLASSES, AmiWatcher
+from btgw.daemon.fleet import FleetPusher
 from btgw.daemon.links import LinkWatch
 from btgw.daemon.messages import Intake
 from btgw.daemon.status import status_path
@@ -171,6 +172,14 @@ def open_outbox(config: GatewayConfig, path: Path) -> Outbox | None:
     )
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a side task of the daemon and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def start_watchdog(notifier: Notifier, supervisor: Supervisor) -> asyncio.Task[None] | None:
     """Feed systemd's watchdog while the supervisor keeps deciding; None without one."""
     interval = watchdog_interval()
@@ -222,6 +231,13 @@ async def serve(
         outbox.start()
         intake.start()
 
+    fleet_group = config.fleet_group
+    pusher = (
+        FleetPusher(config.fleet, config.sip.port, fleet_group)
+        if config.fleet is not None and fleet_group is not None
+        else None
+    )
+
     async def connect_bluez() -> BlueZClient:
         client = BlueZClient(bus_address=bus_address)
         await client.start()
@@ -239,6 +255,7 @@ async def serve(
         status_path=Path(status_file) if status_file else None,
         connect_bluez=connect_bluez if use_bluez else None,
         links=links,
+        on_route=pusher.route_changed if pusher is not None else None,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,6 +278,9 @@ async def serve(
         if startup_apply is not None
         else None
     )
+    fleet_task = (
+        asyncio.create_task(pusher.run(), name="fleet-push") if pusher is not None else None
+    )
     try:
         await supervisor.run()
     finally:
@@ -269,14 +289,8 @@ async def serve(
         if outbox is not None:
             await outbox.stop()
         await observers.stop()
-        if apply_task is not None:
-            apply_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await apply_task
-        if monitor_task is not None:
-            monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor_task
+        for task in (fleet_task, apply_task, monitor_task):
+            await _cancel(task)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("daemon: stopped")

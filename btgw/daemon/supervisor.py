@@ -188,6 +188,7 @@ class Supervisor:
         rng: Callable[[], float] = random.random,
         heartbeat: float = HEARTBEAT_S,
         links: LinkWatch | None = None,
+        on_route: Callable[[int, RouteValue], None] | None = None,
     ) -> None:
         self.config = config
         self.links = links
@@ -207,6 +208,7 @@ class Supervisor:
         self._wall = wall
         self._rng = rng
         self._heartbeat = heartbeat
+        self._on_route = on_route
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.tracks: dict[str, Track] = {}
@@ -413,6 +415,10 @@ class Supervisor:
                 self._prepare_failed[action.address.upper()] = self._clock()
 
     async def _publish(self, action: PublishRoute) -> None:
+        if action.group is not None and self._on_route is not None:
+            # Before the AstDB write, which awaits Asterisk: the fleet's
+            # proxy must learn it as soon as this gateway's own dialplan.
+            self._on_route(action.group, action.value)
         await self.effects.publish(action.key, action.value.value)
         if action.group is not None:
             event = Event.FAILOVER_OFF if action.value is RouteValue.UP else Event.FAILOVER_ON

@@ -15,6 +15,7 @@ from collections import defaultdict
 from btgw.config import GatewayConfig, PhoneConfig, RingStrategy, TrunkConfig
 from btgw.contracts import astdb
 from btgw.contracts.asterisk import UserEvent
+from btgw.contracts.fleet import FLEET_CONTEXT, FLEET_ENDPOINT
 from btgw.render import Sources, header
 from btgw.render import numbers as num
 
@@ -42,6 +43,9 @@ def _n(app: str, label: str | None = None) -> str:
 
 
 def _ring_targets(config: GatewayConfig, names: list[str]) -> str:
+    if config.fleet is not None:
+        # In a fleet the house phones register with Kamailio: ring them there.
+        return "&".join(f"PJSIP/{name}@{FLEET_ENDPOINT}" for name in names)
     return "&".join(f"PJSIP/{name}" for name in names)
 
 
@@ -409,6 +413,35 @@ def _number_contexts(config: GatewayConfig) -> list[str]:
     return out
 
 
+def _fleet_context(config: GatewayConfig, group: int) -> str:
+    ctx = _Context(
+        FLEET_CONTEXT,
+        "Calls Kamailio dispatches to this gateway: a mobile, or 503 so it tries the next",
+    )
+    key = f"{astdb.FAMILY}/{astdb.route_key(group)}"
+    down = astdb.RouteValue.DOWN
+    assert config.fleet is not None  # only rendered for a fleet member
+    steps = [
+        'NoOp(btgw: fleet call ${EXTEN} from "${CALLERID(num)}")',
+        # Digits only: anything else could smuggle Dial options through ${EXTEN}.
+        _n('GotoIf($["${FILTER(0-9,${EXTEN})}" != "${EXTEN}"]?invalid)'),
+        _n(f'GotoIf($["${{IF(${{DB_EXISTS({key})}}?${{DB_RESULT}})}}" = "{down}"]?busy)'),
+        _n(f"Dial(Mobile/g{group}/${{EXTEN}},{config.fleet.dial_timeout},g)"),
+        _n(
+            f"UserEvent({UserEvent.MOBILE_ATTEMPT},Group: {group},Number: ${{EXTEN}},"
+            "DialStatus: ${DIALSTATUS},Cause: ${HANGUPCAUSE})"
+        ),
+        _n('GotoIf($["${DIALSTATUS}" = "CHANUNAVAIL" | "${DIALSTATUS}" = "CONGESTION"]?busy)'),
+        _n("Hangup()"),
+        # Cause 34 (no circuit) goes out as SIP 503: Kamailio's failure_route
+        # then tries the next gateway, and the trunk last.
+        _n("Hangup(34)", "busy"),
+        _n("Hangup(1)", "invalid"),  # 1: unallocated number
+    ]
+    ctx.exten("_X.", steps)
+    return ctx.text()
+
+
 def _trunk_contexts(config: GatewayConfig) -> list[str]:
     by_context: dict[str, list[str | None]] = defaultdict(list)
     for trunk in config.trunks:
@@ -441,6 +474,8 @@ def render_dialplan(config: GatewayConfig, sources: Sources) -> str:
     parts.append(_internal_context(config))
     if _has_outbound(config):
         parts.append(_outbound_context(config))
+    if config.fleet_group is not None:
+        parts.append(_fleet_context(config, config.fleet_group))
     parts.extend(_trunk_contexts(config))
     parts.extend(_number_contexts(config))
     return "".join(parts)
@@ -456,6 +491,8 @@ def contexts(config: GatewayConfig) -> list[str]:
     names.append(config.sip.context)
     if _has_outbound(config):
         names.append(OUTBOUND_CONTEXT)
+    if config.fleet_group is not None:
+        names.append(FLEET_CONTEXT)
     names += sorted({t.context for t in config.trunks})
     if config.numbers is not None:
         names.append(num.NORMALISE_CONTEXT)

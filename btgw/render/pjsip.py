@@ -19,7 +19,8 @@ people who never want to look at this again:
 
 from __future__ import annotations
 
-from btgw.config import ExtensionConfig, GatewayConfig, TrunkConfig
+from btgw.config import ExtensionConfig, FleetMembership, GatewayConfig, TrunkConfig
+from btgw.contracts.fleet import FLEET_CONTEXT, FLEET_ENDPOINT
 from btgw.render import Sources, header, options
 
 TRANSPORT = "btgw-transport"
@@ -128,6 +129,29 @@ def _trunk(trunk: TrunkConfig, config: GatewayConfig) -> str:
     return f"\n[{trunk.name}]\n" + options(pairs)
 
 
+def _fleet(fleet: FleetMembership, config: GatewayConfig) -> str:
+    """Kamailio as a peer: calls from it land in the fleet context, matched
+    by address (it sends no digest), and the house phones are rung through it."""
+    pairs = [
+        ("type", "wizard"),
+        ("transport", TRANSPORT),
+        ("remote_hosts", _hostport(fleet.proxy, fleet.proxy_port)),
+        ("sends_auth", "no"),
+        ("sends_registrations", "no"),
+        ("accepts_registrations", "no"),
+        ("accepts_auth", "no"),
+        ("endpoint/context", FLEET_CONTEXT),
+        ("endpoint/disallow", "all"),
+        ("endpoint/allow", ",".join(config.sip.codecs)),
+        ("endpoint/direct_media", "no"),
+        ("endpoint/rtp_timeout", str(config.sip.rtp_timeout)),
+        ("identify/match", fleet.proxy),
+        # Kamailio probes us; probing it back would only add traffic.
+        ("aor/qualify_frequency", "0"),
+    ]
+    return f"\n[{FLEET_ENDPOINT}]\n" + options(pairs)
+
+
 def render_pjsip_wizard(config: GatewayConfig, sources: Sources) -> str:
     """Render pjsip_wizard_btgw.conf (house phones and trunks)."""
     parts = [header(sources, "pjsip_wizard_btgw.conf: SIP phones and trunks")]
@@ -135,9 +159,12 @@ def render_pjsip_wizard(config: GatewayConfig, sources: Sources) -> str:
         parts.append(_phone_template(config))
         parts.extend(_extension(ext) for ext in config.extensions)
     parts.extend(_trunk(trunk, config) for trunk in config.trunks)
+    if config.fleet is not None:
+        parts.append(_fleet(config.fleet, config))
     return "".join(parts)
 
 
 def endpoints(config: GatewayConfig) -> list[str]:
     """Endpoint names the wizard file defines (apply verifies each is live)."""
-    return [e.name for e in config.extensions] + [t.name for t in config.trunks]
+    fleet = [FLEET_ENDPOINT] if config.fleet is not None else []
+    return [e.name for e in config.extensions] + [t.name for t in config.trunks] + fleet
