@@ -506,8 +506,10 @@ class EmailSinkConfig(_Sink):
 class MqttSinkConfig(_Sink):
     """Publish messages to an MQTT broker (QoS 1)."""
 
-    host: Host
-    """The broker."""
+    host: Host | None = None
+    """A broker of its own; leave it out to publish over the [mqtt] connection
+    (one session and client id for the whole daemon, Home Assistant's too).
+    The settings below, but topic_prefix, are for a broker of its own."""
     port: Port = 1883
     """1883 plain, 8883 TLS."""
     tls: bool = False
@@ -516,7 +518,7 @@ class MqttSinkConfig(_Sink):
     """MQTT user name; the password is `secret` or `secret_file`."""
     topic_prefix: TopicPrefix = "btgw"
     """Messages go to `<topic_prefix>/<phone>/sms` and `.../missed_call`."""
-    client_id: Name = "btgw"
+    client_id: Name = "btgw-messages"
     """MQTT client id (unique on the broker: a second client with it is cut off)."""
 
 
@@ -583,7 +585,8 @@ class MetricsConfig(_Model):
 
 
 class MqttConfig(_Model):
-    """The MQTT broker Home Assistant publishing uses ([[messages.mqtt]] sinks name their own)."""
+    """The daemon's MQTT broker: Home Assistant publishing, and the
+    [[messages.mqtt]] sinks that name no host of their own, share its one connection."""
 
     host: Host
     """The broker's host name or address."""
@@ -738,6 +741,30 @@ def _message_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
                     yield _Problem(
                         ("messages", table, i, "phones"), f"phone {phone!r} is not in [[phones]]"
                     )
+    yield from _mqtt_sink_problems(cfg)
+
+
+def _mqtt_sink_problems(cfg: GatewayConfig) -> Iterable[_Problem]:
+    daemon = cfg.mqtt
+    for i, sink in enumerate(cfg.messages.mqtt):
+        if sink.host is None and daemon is None:
+            yield _Problem(
+                ("messages", "mqtt", i, "host"),
+                "no broker: give this sink a host, or add an [mqtt] section whose "
+                "connection it then shares",
+            )
+        elif (
+            daemon is not None
+            and sink.host is not None
+            and (sink.host.lower(), sink.port, sink.client_id)
+            == (daemon.host.lower(), daemon.port, daemon.client_id)
+        ):
+            yield _Problem(
+                ("messages", "mqtt", i, "client_id"),
+                f"the same broker and client id as [mqtt] ({daemon.client_id!r}): the "
+                "broker would cut one connection off each time the other connects; "
+                "leave host out to share [mqtt]'s connection, or give another client_id",
+            )
     if cfg.homeassistant.enabled and cfg.mqtt is None:
         yield _Problem(("homeassistant", "enabled"), "Home Assistant needs an [mqtt] section")
 

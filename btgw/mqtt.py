@@ -95,7 +95,7 @@ class MqttLink:
         self._subscriptions.append((topic_filter, handler))
 
     async def publish(
-        self, topic: str, payload: str, *, retain: bool = False, qos: int = 1
+        self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 1
     ) -> None:
         """Publish now.
 

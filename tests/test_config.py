@@ -220,3 +220,25 @@ def test_link_timeout_defaults_to_3_and_is_bounded_with_a_fix():
     data = config_dict()
     data.setdefault("bluetooth", {})["link_timeout"] = 2
     assert parse_config(to_toml(data), Path("btgw.toml")).bluetooth.link_timeout == 2.0
+
+
+def test_an_mqtt_sink_without_a_broker_needs_mqtt():
+    data = config_dict()
+    data["messages"] = {"mqtt": [{"name": "ha"}]}
+    err = error_of(data)
+    assert "messages.mqtt[0].host" in str(err)
+    assert "add an [mqtt] section" in str(err)
+    data["mqtt"] = {"host": "broker.lan"}
+    (sink,) = make_config(data).messages.mqtt
+    assert sink.host is None  # it shares [mqtt]'s connection
+
+
+def test_an_mqtt_sink_may_not_take_the_daemons_client_id_on_its_broker():
+    data = config_dict()
+    data["mqtt"] = {"host": "Broker.lan"}
+    data["messages"] = {"mqtt": [{"name": "m", "host": "broker.lan", "client_id": "btgw"}]}
+    err = error_of(data)
+    assert "messages.mqtt[0].client_id" in str(err)
+    assert "leave host out to share [mqtt]'s connection" in str(err)
+    data["messages"]["mqtt"][0]["client_id"] = "btgw-messages"
+    make_config(data)  # another id on the same broker is fine

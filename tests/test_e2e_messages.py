@@ -43,7 +43,9 @@ class Gateway:
         self.proc: asyncio.subprocess.Process | None = None
         self.spool = tmp / "messages.sqlite"
 
-    async def start_receivers(self) -> None:
+    async def start_receivers(self, shared_mqtt: bool = False) -> None:
+        """``shared_mqtt``: the MQTT sink names no broker and publishes over the
+        daemon's [mqtt] link, which Home Assistant uses too."""
         await self.broker.start()
         await self.smtp.start()
         await self.hook.start()
@@ -64,12 +66,7 @@ sender = "gw@example.org"
 to = ["me@example.org"]
 timeout = 2
 
-[[messages.mqtt]]
-name = "mqtt"
-host = "127.0.0.1"
-port = {self.broker.port}
-timeout = 2
-
+{self._mqtt_toml(shared_mqtt)}
 [[messages.webhook]]
 name = "hook"
 url = "{self.hook.url}"
@@ -77,6 +74,28 @@ secret = "k3y-for-tests"
 timeout = 2
 """
         )
+
+    def _mqtt_toml(self, shared: bool) -> str:
+        if not shared:
+            return f"""[[messages.mqtt]]
+name = "mqtt"
+host = "127.0.0.1"
+port = {self.broker.port}
+timeout = 2
+"""
+        return f"""[[messages.mqtt]]
+name = "mqtt"
+timeout = 2
+
+[mqtt]
+host = "127.0.0.1"
+port = {self.broker.port}
+keepalive = 5
+
+[homeassistant]
+enabled = true
+node_id = "casa"
+"""
 
     async def run(self) -> None:
         """Start ``btgw run`` and wait for READY (the start-up apply is done)."""
@@ -187,6 +206,53 @@ async def test_an_sms_arrives_as_email_mqtt_and_webhook_with_one_id(gw: Gateway)
         f"MQTT {1000 * (mqtt.at - sent):.0f} ms, webhook {1000 * (post.at - sent):.0f} ms"
     )
     await wait_for(lambda: not gw.astdb_messages(), 5, "the AstDB copy deleted after spooling")
+
+
+@pytest.fixture
+async def shared_gw(
+    asterisk_root: Path,
+    shim: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    sock_dir: Path,  # noqa: F811
+) -> AsyncIterator[Gateway]:
+    async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
+        g = Gateway(b, tmp_path)
+        await g.start_receivers(shared_mqtt=True)
+        try:
+            yield g
+        finally:
+            await g.stop()
+
+
+async def test_a_sink_without_a_broker_shares_home_assistants_connection(
+    shared_gw: Gateway,
+) -> None:
+    """One client id, one session: were the sink to open a second connection
+    with the daemon's id, the broker would cut the first off and publish its
+    last will, and Home Assistant would show the gateway offline."""
+    gw = shared_gw
+    await gw.run()
+    availability = "btgw/casa/availability"
+    await wait_for(
+        lambda: any(r.topic == availability and r.payload == b"online" for r in gw.sub.received),
+        20,
+        "Home Assistant's availability online",
+    )
+    gw.b.phones[0].send_sms(SENDER, "over the shared link")
+    await wait_for(
+        lambda: any(r.topic == "btgw/phonea/sms" for r in gw.sub.received), 20, "the SMS over MQTT"
+    )
+    sms = next(r for r in gw.sub.received if r.topic == "btgw/phonea/sms")
+    assert json.loads(sms.payload)["text"] == "over the shared link"
+    # Two keepalive periods: a connection fight would have shown by now.
+    await asyncio.sleep(2 * 5)
+    said = [r.payload for r in gw.sub.received if r.topic == availability]
+    assert b"offline" not in said, said
+    await wait_for(
+        lambda: all(e.state is DeliveryState.DELIVERED for e in gw.entries()),  # type: ignore[attr-defined]
+        5,
+        "the outbox says delivered",
+    )
 
 
 async def test_kill9_before_and_after_spooling_loses_nothing(gw: Gateway) -> None:

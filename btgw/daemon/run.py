@@ -36,8 +36,9 @@ from btgw.daemon.supervisor import LiveEffects, Supervisor
 from btgw.daemon.systemd import LoopMonitor, Notifier, setup_logging, watchdog_interval
 from btgw.errors import ConfigError, ExitCode
 from btgw.messages.outbox import Outbox
-from btgw.messages.sinks import build_sinks
+from btgw.messages.sinks import Publish, TransientError, build_sinks
 from btgw.messages.spool import Spool
+from btgw.mqtt import MqttLink, MqttUnavailableError
 from btgw.render import Sources
 from btgw.state import State, assign_adapters, load_state
 
@@ -150,7 +151,36 @@ async def finish_apply(applier: Applier) -> None:
         await asyncio.sleep(DEFERRED_RETRY_S)
 
 
-def open_outbox(config: GatewayConfig, path: Path) -> Outbox | None:
+def open_mqtt(config: GatewayConfig) -> MqttLink | None:
+    """The daemon's one MQTT connection: when [mqtt] is set and Home Assistant
+    or a [[messages.mqtt]] sink without a host of its own uses it.  One link,
+    because a broker keeps one session per client id and the last will
+    belongs to a connection (docs/observability.md)."""
+    if config.mqtt is None:
+        return None
+    hass = config.homeassistant.enabled
+    if not hass and all(s.host is not None for s in config.messages.mqtt):
+        return None
+    # Imported here: the observers' renderers only matter with Home Assistant.
+    from btgw.daemon.observe.hass import availability_will  # noqa: PLC0415
+
+    will = availability_will(config.homeassistant.node_id) if hass else None
+    return MqttLink(config.mqtt, will=will)
+
+
+def _publish_over(link: MqttLink) -> Publish:
+    """A message sink's view of the daemon's MQTT link: down is transient."""
+
+    async def publish(topic: str, payload: bytes) -> None:
+        try:
+            await link.publish(topic, payload, qos=1)
+        except MqttUnavailableError as exc:
+            raise TransientError(exc.message) from exc
+
+    return publish
+
+
+def open_outbox(config: GatewayConfig, path: Path, mqtt: MqttLink | None = None) -> Outbox | None:
     """The outbox, or None when its file cannot be opened: the daemon runs on
     without it (messages wait in AstDB), and says so."""
     try:
@@ -166,7 +196,7 @@ def open_outbox(config: GatewayConfig, path: Path) -> Outbox | None:
     m = config.messages
     return Outbox(
         spool,
-        build_sinks(m.sinks()),
+        build_sinks(m.sinks(), _publish_over(mqtt) if mqtt is not None else None),
         retry_cap=m.retry_cap,
         keep_delivered_s=m.keep_delivered_days * 86400,
     )
@@ -225,11 +255,19 @@ async def serve(
         on_event=lambda m: intake.on_event(m) if intake else None,
         on_session=lambda: intake.on_session() if intake else None,
     )
-    outbox = open_outbox(config, spool_path) if spool_path is not None else None
+    mqtt = open_mqtt(config)
+    outbox = open_outbox(config, spool_path, mqtt) if spool_path is not None else None
     if outbox is not None:
         intake = Intake(outbox, watcher)
         outbox.start()
         intake.start()
+        if mqtt is not None:
+            sent = outbox  # a sink that waited for the broker goes now, not at its next retry
+
+            async def flush() -> None:
+                sent.wake()
+
+            mqtt.on_connect(flush)
 
     fleet_group = config.fleet_group
     pusher = (
@@ -271,8 +309,9 @@ async def serve(
     # Imported here: btgw.daemon.observe renders HTML and metrics, which only the daemon needs.
     from btgw.daemon.observe.service import Observers  # noqa: PLC0415
 
-    observers = Observers(config, supervisor)
-    await observers.start()
+    observers = Observers(config, supervisor, mqtt)
+    await observers.start()  # Home Assistant registers with the link before it runs
+    mqtt_task = asyncio.create_task(mqtt.run(), name="mqtt-link") if mqtt is not None else None
     apply_task = (
         asyncio.create_task(finish_apply(startup_apply), name="startup-apply")
         if startup_apply is not None
@@ -289,7 +328,7 @@ async def serve(
         if outbox is not None:
             await outbox.stop()
         await observers.stop()
-        for task in (fleet_task, apply_task, monitor_task):
+        for task in (mqtt_task, fleet_task, apply_task, monitor_task):
             await _cancel(task)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

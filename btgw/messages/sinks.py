@@ -11,7 +11,9 @@ Libraries (docs/messages.md says more):
   the standard library's STARTTLS, AUTH and :mod:`email` header encoding are
   the best-reviewed there are.  No dependency to track.
 - MQTT: aiomqtt on paho-mqtt, the maintained asyncio client.  QoS 1 needs a
-  real session (PUBACK, resends): not something to hand-roll.
+  real session (PUBACK, resends): not something to hand-roll.  A sink with no
+  host of its own publishes through the daemon's one MQTT connection (``[mqtt]``,
+  which Home Assistant uses too): the daemon hands it a :data:`Publish`.
 - Webhook: :mod:`urllib.request` in a worker thread: one POST with a timeout
   and certificate checking; aiohttp or httpx would add several packages for
   that.
@@ -26,7 +28,7 @@ import smtplib
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from btgw.config import EmailSinkConfig, MqttSinkConfig, WebhookSinkConfig
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
     import aiomqtt
 
 USER_AGENT = "btgw-messages/1"
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""Publish ``(topic, payload)`` at QoS 1 over a connection someone else keeps;
+raises :class:`TransientError` when it is down."""
 
 
 class SinkError(Exception):
@@ -131,6 +137,7 @@ class MqttSink(_Filtered):
         import aiomqtt  # noqa: PLC0415
 
         c = self._config
+        assert c.host is not None  # build_sinks gives a sink without one the shared link
         client = aiomqtt.Client(
             c.host,
             c.port,
@@ -169,6 +176,23 @@ class MqttSink(_Filtered):
                 await client.__aexit__(None, None, None)
 
 
+class SharedMqttSink(_Filtered):
+    """Publishes over the daemon's own MQTT connection (a sink with no host)."""
+
+    def __init__(self, config: MqttSinkConfig, publish: Publish) -> None:
+        super().__init__(config)
+        self._prefix = config.topic_prefix
+        self._timeout = config.timeout
+        self._publish = publish
+
+    async def deliver(self, message: Message) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._publish(mqtt_topic(self._prefix, message), json_body(message))
+        except TimeoutError as exc:
+            raise TransientError(f"MQTT publish took over {self._timeout:g} s") from exc
+
+
 class WebhookSink(_Filtered):
     def __init__(self, config: WebhookSinkConfig) -> None:
         super().__init__(config)
@@ -205,12 +229,19 @@ class WebhookSink(_Filtered):
 
 def build_sinks(
     configs: Iterable[EmailSinkConfig | MqttSinkConfig | WebhookSinkConfig],
+    shared_mqtt: Publish | None = None,
 ) -> list[Sink]:
-    """The sinks for the configured ``[[messages.*]]`` tables."""
+    """The sinks for the configured ``[[messages.*]]`` tables; MQTT sinks with
+    no host publish through ``shared_mqtt`` (the config check makes sure
+    there is an ``[mqtt]`` to give one)."""
     sinks: list[Sink] = []
     for c in configs:
         if isinstance(c, EmailSinkConfig):
             sinks.append(EmailSink(c))
+        elif isinstance(c, MqttSinkConfig) and c.host is None:
+            if shared_mqtt is None:
+                raise ValueError(f"MQTT sink {c.name!r} has no host and there is no [mqtt]")
+            sinks.append(SharedMqttSink(c, shared_mqtt))
         elif isinstance(c, MqttSinkConfig):
             sinks.append(MqttSink(c))
         else:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from btgw.config import GatewayConfig
     from btgw.daemon.snapshot import Snapshot
     from btgw.daemon.supervisor import Supervisor
+    from btgw.mqtt import MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 class Observers:
     """The HTTP server, the textfile writer and Home Assistant, for one daemon run."""
 
-    def __init__(self, config: GatewayConfig, supervisor: Supervisor) -> None:
+    def __init__(
+        self, config: GatewayConfig, supervisor: Supervisor, mqtt: MqttLink | None = None
+    ) -> None:
         self._config = config
         self._supervisor = supervisor
+        self._mqtt = mqtt  # the daemon's MQTT link; serve() runs it
         self.events = RecentEvents()
         self._server: StatusServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -44,8 +48,8 @@ class Observers:
             await self._start_http()
         if self._config.metrics.textfile is not None:
             self._supervisor.listeners.append(self._write_textfile)
-        if self._config.mqtt is not None and self._config.homeassistant.enabled:
-            self._start_hass()
+        if self._mqtt is not None and self._config.homeassistant.enabled:
+            self._start_hass(self._mqtt)
 
     async def _start_http(self) -> None:
         bind = self._config.http.bind
@@ -74,18 +78,12 @@ class Observers:
         except OSError as exc:
             log.warning("metrics: cannot write %s: %s", path, exc.strerror or exc)
 
-    def _start_hass(self) -> None:
+    def _start_hass(self, link: MqttLink) -> None:
         # Imported here: a gateway without [mqtt] never loads aiomqtt.
-        from btgw.daemon.observe.hass import HassPublisher, availability_will  # noqa: PLC0415
-        from btgw.mqtt import MqttLink  # noqa: PLC0415
+        from btgw.daemon.observe.hass import HassPublisher  # noqa: PLC0415
 
-        assert self._config.mqtt is not None
-        link = MqttLink(
-            self._config.mqtt, will=availability_will(self._config.homeassistant.node_id)
-        )
         publisher = HassPublisher(self._config, link, lambda: self._supervisor.latest)
         self._supervisor.listeners.append(publisher.changed)
-        self._spawn(link.run(), "mqtt-link")
         self._spawn(publisher.run(), "hass-publish")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
