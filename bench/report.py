@@ -30,7 +30,9 @@ TEMPLATE = ROOT / "bench" / "benchmarks.md.in"
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 DOC_JSON = ROOT / "docs" / "benchmarks.json"
-SECTIONS = ("apply", "cli", "daemon", "failover", "scale")
+SECTIONS = (
+    "apply", "cli", "daemon", "failover", "scale", "walkaway", "messages", "observe", "fleet",
+)  # fmt: skip
 
 _BLOCK = re.compile(r"\{\{([#^])(\w+)\}\}\n?(.*?)\{\{/\2\}\}\n?", re.S)
 _FIELD = re.compile(r"\{\{(\w+)\}\}")
@@ -118,6 +120,11 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": []}
     for r in results:
         sections = [s for s in SECTIONS if s in r]
+        for name in sections:
+            out[name] = r[name]
+        if "runs" in r:  # already a combination (docs/benchmarks.json): keep its runs
+            out["runs"].extend(r["runs"])
+            continue
         out["runs"].append(
             {
                 "machine": r["machine"],
@@ -126,10 +133,9 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "failed": r.get("failed", {}),
             }
         )
-        for name in sections:
-            out[name] = r[name]
-    # The soak-size verdict is judged unless any run was --quick.
-    out["quick"] = any(r.get("quick") for r in results)
+    # The soak-size verdict is judged unless the run that measured the daemon was --quick.
+    daemon_runs = [run for run in out["runs"] if "daemon" in run["sections"]]
+    out["quick"] = bool(daemon_runs) and bool(daemon_runs[-1].get("quick"))
     out["machine"] = results[-1]["machine"]
     out["summary"] = [dataclasses.asdict(v) for v in verdicts(out)]
     return out
@@ -395,6 +401,148 @@ def scale_fields(r: dict[str, Any]) -> dict[str, str]:
     return {"scale_table": table([*header, "btgw RSS (MB)"], rows)}
 
 
+def _s(d: dict[str, Any], key: str = "median_ms") -> str:
+    return f"{d[key] / 1000:.2f} s"
+
+
+def walkaway_fields(w: dict[str, Any]) -> dict[str, str]:
+    b, d = w["btgw"], w["default"]
+
+    def row(name: str, key: str, unit: str = "s") -> list[str]:
+        if unit == "ms":
+            return [
+                name,
+                f"{b[key]['median_ms']:.1f} ms ({b[key]['max_ms']:.1f} ms)",
+                f"{d[key]['median_ms']:.1f} ms ({d[key]['max_ms']:.1f} ms)",
+            ]
+        return [
+            name,
+            f"{_s(b[key])} ({_s(b[key], 'max_ms')})",
+            f"{_s(d[key])} ({_s(d[key], 'max_ms')})",
+        ]
+
+    lt, dlt = w["link_timeout_s"], d["link_timeout_s"]
+    rows = [
+        row("route down in AstDB (what the dialplan reads)", "route"),
+        row("btgw's status snapshot", "snapshot"),
+        row("btgw's `FAILOVER_ON` log entry", "journal"),
+        row("the waiting call's INVITE at the trunk", "invite"),
+        row("the link declared lost (both ends get ETIMEDOUT)", "lost"),
+        row("*after the loss is reported:* route down (chan_mobile + btgw)", "btgw_share", "ms"),
+    ]
+    header = [
+        "from the walk-away to…",
+        f"btgw {lt:g} s: median (max)",
+        f"default {dlt:g} s: median (max)",
+    ]
+    placed = b["rounds"] + d["rounds"]
+    reached = b["calls_reaching_trunk"] + d["calls_reaching_trunk"]
+    return {
+        "walkaway_table": table(header, rows),
+        "walkaway_link_timeout": f"{lt:g}",
+        "walkaway_default_timeout": f"{dlt:g}",
+        "walkaway_rounds": str(b["rounds"]),
+        "walkaway_default_rounds": str(d["rounds"]),
+        "walkaway_calls": f"{reached} of {placed}",
+    }
+
+
+def messages_fields(m: dict[str, Any]) -> dict[str, str]:
+    lat, fp, spool, burst = m["latency"], m["footprint"], m["spool"], m["burst"]
+    on, off = fp["with_sinks"], fp["without"]
+
+    def p(d: dict[str, Any]) -> str:
+        return f"median {d['median_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms"
+
+    rows = [
+        ["SMS → email accepted", p(lat["email"])],
+        ["SMS → MQTT at the subscriber", p(lat["mqtt"])],
+        [
+            "spool commits (each fsynced, WAL)",
+            f"{spool['per_second']:,.0f}/s, {spool['commit_ms']:.2f} ms each",
+        ],
+        [
+            f"burst of {burst['messages']} to email + MQTT",
+            f"{burst['per_second']:.0f} messages/s",
+        ],
+        ["btgw RSS, all sinks vs none", f"{on['rss_mb']:.1f} MB vs {off['rss_mb']:.1f} MB"],
+        [
+            "btgw idle CPU, all sinks vs none",
+            f"{on['idle_cpu_pct']:.2f} % vs {off['idle_cpu_pct']:.2f} %",
+        ],
+    ]
+    return {
+        "messages_n": str(lat["email"]["n"]),
+        "messages_table": table(["measure", "this run"], rows),
+    }
+
+
+def observe_fields(o: dict[str, Any]) -> dict[str, str]:
+    off, on = o["off"], o["on"]
+
+    def det(d: dict[str, Any]) -> str:
+        x = d["detection"]
+        return f"{x['median_ms']:.1f} / {x['p95_ms']:.1f} / {x['p99_ms']:.1f} ms"
+
+    rows = [
+        ["detection median / p95 / p99", det(off), det(on)],
+        [
+            f"idle CPU ({o['idle_s']:g} s)",
+            f"{off['idle_cpu_pct']:.3f} %",
+            f"{on['idle_cpu_pct']:.3f} %",
+        ],
+        ["scrape at 1/s (/metrics and page alternating), p99", "",
+         f"{on['scrape_1hz']['p99_ms']:.1f} ms"],
+        ["daemon CPU at one scrape a second", "", f"{on['scrape_1hz_cpu_pct']:.3f} %"],
+        ["/metrics back to back, p99", "", f"{on['metrics_burst']['p99_ms']:.1f} ms"],
+        ["status page back to back, p99", "", f"{on['page_burst']['p99_ms']:.1f} ms"],
+    ]  # fmt: skip
+    return {
+        "observe_phones": str(o["phones"]),
+        "observe_drops": str(o["drops"]),
+        "observe_table": table(["", "off", "on"], rows),
+    }
+
+
+def fleet_fields(f: dict[str, Any]) -> dict[str, str]:
+    s, load, dropped = f["setup"], f["load"], f["dropped"]
+    pushed, probing = dropped["pushed"], dropped["probing_alone"]
+    gateways = ", ".join(f"{k}: {v}" for k, v in sorted(load["by_gateway"].items()))
+
+    def tried(d: dict[str, Any]) -> str:
+        n = len(d["samples"])
+        share = round(d["share_trying_a"] * n)
+        latest = d["latest_try_ms"]
+        last = "" if latest is None else f", the latest {latest:.0f} ms after the loss"
+        return f"{share} of {n}{last}"
+
+    leads = sorted(pushed["by_lead"], key=float)
+    rows = [
+        ["setup through Kamailio vs straight at gateway A, median",
+         f"{s['fleet']['median_ms']:.1f} vs {s['direct']['median_ms']:.1f} ms "
+         f"(**{s['added_median_ms']:+.2f} ms**, n = {s['fleet']['n']})"],
+        ["Kamailio's own share on the wire (INVITE and 200 OK in → out)",
+         f"median {s['kamailio_share']['median_ms']:.2f} ms, "
+         f"p95 {s['kamailio_share']['p95_ms']:.2f} ms"],
+        [f"bounded SIPp run: {load['offered']} calls offered at {load['offered_rate']:g}/s",
+         f"**{load['answered']}/{load['offered']}** answered, {load['calls_per_s']:.2f} calls/s "
+         f"({gateways}; trunk {load['by_trunk']})"],
+        ["calls just after A lost its last phone, state **pushed**: tried A",
+         f"**{tried(pushed)}**; setup +{pushed['added_setup_median_ms']:.1f} ms median"],
+        ["the same with **probing alone** (A's btgw stopped): tried A",
+         f"{tried(probing)}; setup +{probing['added_setup_median_ms']:.1f} ms median"],
+        ["chan_mobile saw the loss after the link closed",
+         f"median {pushed['chan_mobile_noticed']['median_ms']:.1f} ms, "
+         f"max {pushed['chan_mobile_noticed']['max_ms']:.1f} ms"],
+    ]  # fmt: skip
+    return {
+        "fleet_table": table(["what", "measured"], rows),
+        "fleet_leads": ", ".join(f"{float(x):g}" for x in leads),
+        "fleet_per_lead": str(len(pushed["samples"]) // max(len(leads), 1)),
+        "fleet_startup_s": f"{f['startup_s']:.1f}",
+    }
+
+
 def fields(r: dict[str, Any]) -> dict[str, str]:
     out = {"run": run_line(r), "summary": summary_table(verdicts(r))}
     if "daemon" in r:
@@ -407,6 +555,14 @@ def fields(r: dict[str, Any]) -> dict[str, str]:
         out |= apply_fields(r["apply"])
     if "scale" in r:
         out |= scale_fields(r)
+    if "walkaway" in r:
+        out |= walkaway_fields(r["walkaway"])
+    if "messages" in r:
+        out |= messages_fields(r["messages"])
+    if "observe" in r:
+        out |= observe_fields(r["observe"])
+    if "fleet" in r:
+        out |= fleet_fields(r["fleet"])
     return out
 
 

@@ -295,9 +295,11 @@ def _observe(r: dict[str, Any]) -> list[Verdict]:
                 f"{on['scrape_1hz_cpu_pct']:.3f} %", on["scrape_1hz_cpu_pct"] <= SCRAPE_CPU_PCT),
         # Noise: detection p99 moves by a few ms run to run (10 ms or 1.5x);
         # idle CPU by a tenth of a percent.
-        Verdict("14", "detection p99, observe on vs off", "unchanged within noise (1.5x or +10 ms)",
+        Verdict("14", "observers on vs off: detection p99",
+                "unchanged within noise (1.5x or +10 ms)",
                 f"{d_on:.1f} vs {d_off:.1f} ms", _within_noise(d_on, d_off, 1.5, 10)),
-        Verdict("14", "idle CPU, observe on vs off", "unchanged within noise (1.5x or +0.1 %)",
+        Verdict("14", "observers on vs off: CPU while idle",
+                "unchanged within noise (1.5x or +0.1 %)",
                 f"{i_on:.3f} vs {i_off:.3f} %", _within_noise(i_on, i_off, 1.5, 0.1)),
     ]  # fmt: skip
 
@@ -308,8 +310,9 @@ def _fleet(r: dict[str, Any]) -> list[Verdict]:
     f = r["fleet"]
     s, pushed, load = f["setup"], f["dropped"]["pushed"], f["load"]
     latest = pushed["latest_try_ms"]
-    tried = f"{pushed['share_trying_a']:.0%}" + (
-        "" if latest is None else f", latest {latest:.1f} ms"
+    n = len(pushed["samples"])
+    tried = f"{round(pushed['share_trying_a'] * n)} of {n} tried it" + (
+        "" if latest is None else f", the latest {latest:.1f} ms after the loss"
     )
     return [
         Verdict(

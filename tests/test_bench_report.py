@@ -117,13 +117,13 @@ def test_the_leads_are_named_as_the_code_sets_them(results: dict[str, Any]) -> N
 
 def test_sections_a_run_left_out_say_so(results: dict[str, Any]) -> None:
     quick = copy.deepcopy(results)
-    for name in ("daemon", "failover", "scale"):
+    for name in ("daemon", "failover", "scale", "walkaway", "messages", "observe", "fleet"):
         del quick[name]
     del quick["apply"]["curve"]
     quick["quick"] = True
     text = page(quick)
     assert "{{" not in text
-    assert text.count("Not measured in the run this page was generated from") == 5
+    assert text.count("Not measured in the run this page was generated from") == 9
     assert "was not measured in this run (`--quick`)" in text
     assert [v.item for v in verdicts(quick)] == ["6", "6", "7", "7"]
 
@@ -173,7 +173,7 @@ def test_several_runs_combine_section_by_section(results: dict[str, Any], tmp_pa
     assert combined["daemon"]["rss_start_mb"] == 43.0
     assert combined["apply"] == results["apply"]
     assert [r["sections"] for r in combined["runs"]] == [
-        ["apply", "cli", "failover", "scale"],
+        ["apply", "cli", "failover", "scale", "walkaway", "messages", "observe", "fleet"],
         ["daemon"],
     ]
     text = doc.read_text()
