@@ -454,7 +454,7 @@ def _all_kinds() -> list[MessageKind]:
     return ["sms", "missed_call"]
 
 
-class _SinkSecret(_Model):
+class _OptionalSecret(_Model):
     """An optional password or key: inline `secret` or `secret_file`.
 
     It never reaches an Asterisk file, so any printable characters are
@@ -474,7 +474,7 @@ class _SinkSecret(_Model):
         return self
 
 
-class _Sink(_SinkSecret):
+class _Sink(_OptionalSecret):
     name: Name
     """Names the sink in `btgw outbox` and in the spool (keep it stable: a
     renamed sink is a new sink, and the old name's pending messages wait)."""
@@ -584,7 +584,7 @@ class MetricsConfig(_Model):
     /var/lib/prometheus/node-exporter/btgw.prom."""
 
 
-class MqttConfig(_Model):
+class MqttConfig(_OptionalSecret):
     """The daemon's MQTT broker: Home Assistant publishing, and the
     [[messages.mqtt]] sinks that name no host of their own, share its one connection."""
 
@@ -593,23 +593,11 @@ class MqttConfig(_Model):
     port: Port = 1883
     """The broker's port."""
     username: Username | None = None
-    """User name, when the broker wants one."""
-    secret: Secret | None = Field(default=None, repr=False)
-    """The password inline (never logged)."""
-    secret_file: Path | None = None
-    """A file holding the password on one line (relative to btgw.toml)."""
+    """User name, when the broker wants one; the password is `secret` or `secret_file`."""
     client_id: Name = "btgw"
     """MQTT client id; unique per gateway on one broker."""
     keepalive: int = Field(default=30, ge=5, le=600)
     """Seconds between pings; the broker sends the last will after 1.5 times this."""
-
-    @model_validator(mode="after")
-    def _at_most_one_secret(self) -> Self:
-        if self.secret is not None and self.secret_file is not None:
-            raise ValueError("give secret or secret_file, not both")
-        if self.secret_file is not None:
-            object.__setattr__(self, "secret", _read_secret(self.secret_file))
-        return self
 
 
 class HomeAssistantConfig(_Model):
