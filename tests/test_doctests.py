@@ -13,6 +13,7 @@ MODULES = [
     "btgw.asterisk.apply",
     "btgw.bluez.defs",
     "btgw.bluez.errors",
+    "btgw.bluez.kernel",
     "btgw.bluez.phones",
     "btgw.contracts.astdb",
     "btgw.contracts.bluetooth",
