@@ -15,6 +15,7 @@ from btgw.contracts.health import Health
 from btgw.daemon.reconcile import (
     ALLOWED,
     LADDER,
+    RFCOMM_WEDGED_SUMMARY,
     AdapterSeen,
     Observed,
     PhoneSeen,
@@ -248,3 +249,32 @@ def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# -- the kernel's RFCOMM wedged (btgw.bluez.kernel) ---------------------------
+
+
+@pytest.mark.parametrize("ami", [True, False])
+def test_wedged_rfcomm_is_down_whatever_else_works(ami: bool) -> None:
+    """Trunk registered, phone up: still DOWN, and the summary says what to do."""
+    report = decide(CONFIG, STATE, obs(rfcomm_wedged=True, ami_connected=ami), 0.0)[-1]
+    assert isinstance(report, ReportHealth)
+    assert report.health is Health.DOWN
+    assert report.summary.startswith(RFCOMM_WEDGED_SUMMARY)
+    for words in ("krfcommd", "reboot", "Debian 13", "bookworm-backports"):
+        assert words in report.summary
+
+
+def test_wedged_rfcomm_stops_recovery_and_rebinds() -> None:
+    """No rung can fix it, and unloading chan_mobile would wait on the dead thread's lock."""
+    due = {"mimovil": Track(Step.NONE, 0, 0.0, 10.0)}
+    seen = obs(mobile=DOWN, published=PUBLISHED_DOWN, tracks=due, rebind_wanted=True)
+    assert of(Recover, decide(CONFIG, STATE, seen, 50.0))
+    assert of(RebindChanMobile, decide(CONFIG, STATE, seen, 50.0))
+    wedged = obs(
+        mobile=DOWN, published=PUBLISHED_DOWN, tracks=due, rebind_wanted=True, rfcomm_wedged=True
+    )
+    actions = decide(CONFIG, STATE, wedged, 50.0)
+    assert of(Recover, actions) == []
+    assert of(RebindChanMobile, actions) == []
+    assert of(PublishRoute, actions) == []  # routes are already down: nothing to write

@@ -55,6 +55,10 @@ class Event(Enum):
         "04aaf15c17884d42803a78c485e92367",
         "A phone link runs on the 20 s default supervision timeout (refused or failed)",
     )
+    RFCOMM_WEDGED = (
+        "ca1fe0bb3a11415d8ec0fbe0aa1d6078",
+        "The kernel's RFCOMM thread died: no phone can connect until a reboot",
+    )
     # -- the daemon: Asterisk ---------------------------------------------------
     ASTERISK_CONNECTED = ("d25912b7269f4ce19a27ce23d22cc06f", "The daemon is connected to AMI")
     ASTERISK_LOST = ("07f001e0ae1c425892722aac9ac06283", "The daemon lost its AMI connection")

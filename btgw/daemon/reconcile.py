@@ -40,6 +40,14 @@ STEP_CAP_S: Final = 300.0
 minutes at most, so a phone that is simply switched off costs little."""
 
 
+RFCOMM_WEDGED_SUMMARY: Final = (
+    "kernel bug: the RFCOMM thread krfcommd died (known on Debian 12's 6.1 kernel); "
+    "no phone can connect: reboot, then upgrade to Debian 13's kernel (6.12) or "
+    "bookworm-backports' newer one"
+)
+"""The health summary while the kernel's RFCOMM is wedged (btgw.bluez.kernel)."""
+
+
 class Step(enum.Enum):
     """Rungs of the recovery ladder for a phone that stays disconnected."""
 
@@ -160,6 +168,7 @@ class Observed:
     rebind_wanted: bool = False  # an adapter came back: chan_mobile must rebind it
     chan_mobile_interval: float = 30.0
     bluez_expected: bool = True  # False under ``btgw run --no-bluez``
+    rfcomm_wedged: bool = False  # rfcomm loaded, krfcommd dead (btgw.bluez.kernel)
 
 
 # -- actions -----------------------------------------------------------------
@@ -270,13 +279,16 @@ def decide(
         actions += _routes(config, observed, up)
     actions += _upkeep(config, state, observed)
     waiting: list[str] = []
-    if observed.rebind_wanted and observed.ami_connected:
+    # With krfcommd dead no rung can bring a phone back, and unloading
+    # chan_mobile would close RFCOMM sockets, which waits on the lock the
+    # dead thread holds: leave everything as it is until the reboot.
+    if observed.rebind_wanted and observed.ami_connected and not observed.rfcomm_wedged:
         if observed.calls_up == 0:
             actions.append(RebindChanMobile())
         else:
             waiting.append("chan_mobile rebind")
     # The ladder runs only where chan_mobile is visible: otherwise we know nothing.
-    if observed.ami_connected and rows is not None:
+    if observed.ami_connected and rows is not None and not observed.rfcomm_wedged:
         adapters = {r.config.name: r.adapter for r in resolve_phones(config, state)}
         for p in config.phones:
             adapter = adapters.get(p.name)
@@ -353,11 +365,14 @@ def _health(
     config: GatewayConfig, observed: Observed, up: Mapping[str, bool], waiting: tuple[str, ...]
 ) -> ReportHealth:
     """DOWN when nothing can carry a call out; DEGRADED when something is
-    missing but calls still have a way; every problem named in the summary."""
+    missing but calls still have a way; every problem named in the summary.
+    A wedged RFCOMM is DOWN whatever else works: no phone can connect."""
+    wedged = [RFCOMM_WEDGED_SUMMARY] if observed.rfcomm_wedged else []
     if not observed.ami_connected:
-        return ReportHealth(Health.DOWN, "Asterisk's manager is unreachable", waiting)
-    problems: list[str] = []
-    down_verdict = False
+        summary = "; ".join([*wedged, "Asterisk's manager is unreachable"])
+        return ReportHealth(Health.DOWN, summary, waiting)
+    problems: list[str] = wedged
+    down_verdict = bool(wedged)
     if observed.mobile is None and config.phones:
         problems.append("chan_mobile is not running")
         down_verdict = not config.trunks

@@ -23,6 +23,7 @@ from btgw.asterisk.ami import AmiError, connector
 from btgw.asterisk.apply import Applier, ApplyError
 from btgw.bluez.acl import HciTransport, KernelTransport, UnixTransport
 from btgw.bluez.client import BlueZClient
+from btgw.bluez.kernel import RfcommProbe
 from btgw.cliutil import state_path
 from btgw.config import GatewayConfig, config_path, load_config
 from btgw.contracts.bluetooth import HCI_SOCKETS_ENV
@@ -294,6 +295,7 @@ async def serve(
         connect_bluez=connect_bluez if use_bluez else None,
         links=links,
         on_route=pusher.route_changed if pusher is not None else None,
+        rfcomm=RfcommProbe().check,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 from btgw.asterisk.mobile import MobileState
 from btgw.bluez.client import BlueZClient
 from btgw.bluez.events import BlueZAppeared, BlueZEvent, BlueZVanished
+from btgw.bluez.kernel import FIX, Rfcomm
 from btgw.bluez.manager import BlueZState
 from btgw.config import GatewayConfig
 from btgw.contracts.astdb import RouteValue, phone_key, route_key
@@ -69,6 +70,10 @@ log = logging.getLogger(__name__)
 POWER_CYCLE_PAUSE_S: Final = 1.0
 """Between Powered=false and true: bluetoothd needs a moment to tear down
 the controller's links before it powers up again."""
+
+RFCOMM_CHECK_S: Final = HEARTBEAT_S
+"""How often the kernel's RFCOMM is looked at: once per heartbeat, not on
+every wake-up (a look is one small file read while krfcommd lives)."""
 
 PREPARE_RETRY_S: Final = 60.0
 """After a failed adapter preparation (HCI busy, adapter resetting), try
@@ -189,6 +194,7 @@ class Supervisor:
         heartbeat: float = HEARTBEAT_S,
         links: LinkWatch | None = None,
         on_route: Callable[[int, RouteValue], None] | None = None,
+        rfcomm: Callable[[], Rfcomm] | None = None,
     ) -> None:
         self.config = config
         self.links = links
@@ -209,6 +215,10 @@ class Supervisor:
         self._rng = rng
         self._heartbeat = heartbeat
         self._on_route = on_route
+        self._rfcomm = rfcomm
+        self._rfcomm_at: float | None = None
+        self.rfcomm_state = Rfcomm.UNKNOWN
+        """The kernel's RFCOMM at the latest look (btgw.bluez.kernel)."""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.tracks: dict[str, Track] = {}
@@ -308,6 +318,31 @@ class Supervisor:
             self._voice_fixed_since_load = False  # chan_mobile is running: nothing declined
         return self._voice_fixed_since_load and w.connected and w.mobile is None
 
+    def _observe_rfcomm(self) -> bool:
+        """Is the kernel's RFCOMM wedged?  Looked at once per :data:`RFCOMM_CHECK_S`."""
+        if self._rfcomm is None:
+            return False
+        now = self._clock()
+        if self._rfcomm_at is None or now - self._rfcomm_at >= RFCOMM_CHECK_S:
+            self._rfcomm_at = now
+            try:
+                state = self._rfcomm()
+            except OSError as exc:  # never let a look at /proc stop the loop
+                log.debug("daemon: cannot look at the kernel's RFCOMM: %s", exc)
+                state = Rfcomm.UNKNOWN
+            if state is Rfcomm.WEDGED and self.rfcomm_state is not Rfcomm.WEDGED:
+                log.error(
+                    "kernel: the RFCOMM thread krfcommd died while the rfcomm module is "
+                    "loaded (a known bug of Debian 12's 6.1 kernel): every RFCOMM connect "
+                    "hangs and no phone can reconnect; %s",
+                    FIX,
+                    extra=fields(Event.RFCOMM_WEDGED),
+                )
+            elif self.rfcomm_state is Rfcomm.WEDGED and state is not Rfcomm.WEDGED:
+                log.warning("kernel: RFCOMM no longer looks wedged (%s)", state.value)
+            self.rfcomm_state = state
+        return self.rfcomm_state is Rfcomm.WEDGED
+
     def observe(self) -> Observed:
         adapters, phones = self._observe_bluez()
         w = self.watcher
@@ -324,6 +359,7 @@ class Supervisor:
             rebind_wanted=self.rebind_wanted or self._declined_adapter_fixed(),
             chan_mobile_interval=float(self.config.bluetooth.interval),
             bluez_expected=self._link is not None,
+            rfcomm_wedged=self._observe_rfcomm(),
         )
 
     def _complete(self) -> bool:
