@@ -122,6 +122,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     async def gather() -> list[doctor.Finding]:
         findings = [doctor.check_python(), *doctor.check_asterisk_install()]
         findings += doctor.check_adapters(config)
+        findings += doctor.check_kernel()
         findings += doctor.check_secrets(config)
         findings.append(doctor.check_http(config))
         findings.append(doctor.check_files(config, state, sources))

@@ -17,6 +17,16 @@ from pathlib import Path
 from btgw.asterisk.ami import AmiConnection, AmiError
 from btgw.asterisk.apply import plan_changes
 from btgw.asterisk.mobile import MobileParseError, parse_show_devices
+from btgw.bluez.kernel import (
+    FIX,
+    PROC_ROOT,
+    SYS_ROOT,
+    KernelJudgement,
+    Rfcomm,
+    RfcommProbe,
+    Verdict,
+    running_kernel,
+)
 from btgw.bluez.sysfs import SYSFS_ROOT, list_adapters, setup_advice
 from btgw.config import GatewayConfig
 from btgw.contracts import layout
@@ -67,6 +77,46 @@ def check_adapters(config: GatewayConfig, sysfs_root: Path = SYSFS_ROOT) -> list
         Finding("adapters", Level.WARN, advice)
         for advice in setup_advice(adapters, len(config.phones))
     ]
+    return out
+
+
+def check_kernel(
+    judged: KernelJudgement | None = None,
+    proc_root: Path = PROC_ROOT,
+    sys_root: Path = SYS_ROOT,
+) -> list[Finding]:
+    """The krfcommd bug of Debian 12's kernel: is this kernel one that has
+    it, and has it struck (rfcomm loaded, krfcommd gone)?  docs/domain/bluez.md."""
+    judged = judged or running_kernel(proc_root)
+    out: list[Finding] = []
+    state = RfcommProbe(proc_root, sys_root).check()
+    if state is Rfcomm.WEDGED:
+        out.append(
+            Finding(
+                "kernel",
+                Level.FAIL,
+                "the kernel's RFCOMM thread krfcommd is dead while rfcomm is loaded: every "
+                "RFCOMM connect hangs, no phone can reconnect",
+                FIX,
+            )
+        )
+    bug = (
+        "an RFCOMM connect to a phone that is away (page timeout) can kill krfcommd, "
+        "after which no phone reconnects until a reboot"
+    )
+    if judged.verdict is Verdict.AFFECTED:
+        out.append(Finding("kernel", Level.WARN, f"{judged.kernel}: {bug}", FIX))
+    elif judged.verdict is Verdict.SUSPECT:
+        detail = f"{judged.kernel}: Debian 12's 6.1 series, where {bug} (seen on 6.1.192-3)"
+        out.append(Finding("kernel", Level.WARN, detail, FIX))
+    elif judged.verdict is Verdict.UNAFFECTED:
+        out.append(Finding("kernel", Level.OK, f"{judged.kernel}: no known RFCOMM bug"))
+    else:
+        detail = (
+            f"{judged.kernel}: not a kernel btgw knows about the krfcommd bug of Debian "
+            "12's 6.1 (`btgw health` reports it if it strikes)"
+        )
+        out.append(Finding("kernel", Level.OK, detail))
     return out
 
 

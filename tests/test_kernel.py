@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from btgw.bluez.kernel import Rfcomm, RfcommProbe, Verdict, rfcomm_bug, running_kernel
+from btgw.doctor import Level, check_kernel, worst
 
 # /proc/version as these kernels print it (the compiler part says "Debian" too).
 DEBIAN_12 = (
@@ -172,3 +173,38 @@ def test_a_remembered_pid_reused_by_another_process_means_a_rescan(kernel: FakeK
     kernel.kill(1207)
     kernel.thread(1207, "sh")
     assert probe.check() is Rfcomm.WEDGED
+
+
+# -- btgw doctor ---------------------------------------------------------------
+
+
+def test_doctor_warns_on_an_affected_kernel_with_the_fix(kernel: FakeKernel) -> None:
+    findings = check_kernel(rfcomm_bug("6.1.0-57-amd64", DEBIAN_12), kernel.proc, kernel.sys)
+    assert [f.level for f in findings] == [Level.WARN]
+    assert "Debian 6.1.192-3" in findings[0].detail
+    for words in ("Debian 13", "6.12", "bookworm-backports", "reboot"):
+        assert words in findings[0].fix
+
+
+def test_doctor_warns_on_an_untested_debian_12_kernel(kernel: FakeKernel) -> None:
+    findings = check_kernel(rfcomm_bug("6.1.0-18-arm64", DEBIAN_12_OLDER), kernel.proc, kernel.sys)
+    assert [f.level for f in findings] == [Level.WARN]
+    assert "seen on 6.1.192-3" in findings[0].detail
+
+
+@pytest.mark.parametrize(
+    ("release", "text"),
+    [("6.12.117+deb13-amd64", DEBIAN_13), ("6.6.51+rpt-rpi-v8", RPI_66)],
+    ids=["debian13", "rpi"],
+)
+def test_doctor_is_ok_on_other_kernels(kernel: FakeKernel, release: str, text: str) -> None:
+    findings = check_kernel(rfcomm_bug(release, text), kernel.proc, kernel.sys)
+    assert [f.level for f in findings] == [Level.OK]
+
+
+def test_doctor_fails_when_rfcomm_is_wedged_now(kernel: FakeKernel) -> None:
+    kernel.module("live")
+    findings = check_kernel(rfcomm_bug("6.1.0-57-amd64", DEBIAN_12), kernel.proc, kernel.sys)
+    assert [f.level for f in findings] == [Level.FAIL, Level.WARN]
+    assert "krfcommd" in findings[0].detail
+    assert worst(findings) is Level.FAIL

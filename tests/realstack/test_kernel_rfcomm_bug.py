@@ -15,6 +15,7 @@ import pytest
 
 JOB = """
 import socket, time, subprocess
+from pathlib import Path
 from testbed.vm.guest.stack import job, sh, hci_info
 
 with job() as (stack, res):
@@ -43,6 +44,22 @@ with job() as (stack, res):
     res["bug"] = "kernel BUG" in dmesg
     res["bug_lines"] = [l for l in dmesg.splitlines()
                         if "list_del" in l or "kernel BUG" in l or "Comm: krfcommd" in l][:6]
+    # btgw's own judgement: the doctor's verdict on this kernel, the daemon's probe
+    from btgw.bluez.kernel import RfcommProbe, running_kernel
+    judged = running_kernel()
+    res["verdict"], res["judged_kernel"] = judged.verdict.value, judged.kernel
+    res["probe"] = RfcommProbe().check().value
+    # ...and the probe as btgw.service runs it: /proc mounted hidepid=invisible
+    # (ProtectProc=invisible), subset=pid (ProcSubset=pid), the unit's bounding set
+    Path("/tmp/probe.py").write_text(
+        "from btgw.bluez.kernel import RfcommProbe\n"
+        "import os\n"
+        "print(len([p for p in os.listdir('/proc') if p.isdigit()]), RfcommProbe().check().value)\n"
+    )
+    out = sh("unshare -m --propagation private sh -c 'mount -t proc -o hidepid=invisible,subset=pid"
+             " proc /proc && test ! -e /proc/version && exec setpriv --bounding-set"
+             " -all,+net_raw,+net_admin,+dac_override,+chown python3 /tmp/probe.py'")
+    res["sandboxed"] = out.strip().splitlines()[-1] if out.strip() else ""
 """
 
 
@@ -59,3 +76,8 @@ def test_rfcomm_page_timeout_kills_krfcommd_only_on_debian_12s_kernel(vm, kernel
     first = res["attempts"][0]
     assert "errno=112" in first["outcome"], res
     assert res["bug"] is affected, res
+    # btgw sees it: doctor's verdict, and the daemon's probe inside the unit's /proc
+    assert res["verdict"] == ("affected" if affected else "unaffected"), res
+    wanted = "wedged" if affected else "running"
+    assert res["probe"] == wanted, res
+    assert res["sandboxed"].split()[-1] == wanted, res
