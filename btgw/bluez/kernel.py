@@ -7,7 +7,7 @@ later (``list_del corruption``, ``kernel BUG at lib/list_debug.c``) holding
 the global RFCOMM lock: every later RFCOMM connect hangs, and no phone
 reconnects until a reboot.  Not seen on Debian 13's 6.12.117.  Found and
 reproduced by tests/realstack/test_kernel_rfcomm_bug.py
-(docs/domain/bluez.md, "The kernel's RFCOMM").
+(docs/domain/bluez.md, *A kernel bug that wedges chan_mobile*).
 
 :func:`rfcomm_bug` judges a kernel from ``uname -r`` and ``/proc/version``
 (pure); :class:`RfcommProbe` looks at ``/sys`` and ``/proc`` for the wedged
