@@ -51,11 +51,11 @@ with job() as (stack, res):
     res["probe"] = RfcommProbe().check().value
     # ...and the probe as btgw.service runs it: /proc mounted hidepid=invisible
     # (ProtectProc=invisible), subset=pid (ProcSubset=pid), the unit's bounding set
-    Path("/tmp/probe.py").write_text(
-        "from btgw.bluez.kernel import RfcommProbe\n"
-        "import os\n"
-        "print(len([p for p in os.listdir('/proc') if p.isdigit()]), RfcommProbe().check().value)\n"
-    )
+    Path("/tmp/probe.py").write_text('''
+import os
+from btgw.bluez.kernel import RfcommProbe
+print(len([p for p in os.listdir("/proc") if p.isdigit()]), RfcommProbe().check().value)
+''')
     out = sh("unshare -m --propagation private sh -c 'mount -t proc -o hidepid=invisible,subset=pid"
              " proc /proc && test ! -e /proc/version && exec setpriv --bounding-set"
              " -all,+net_raw,+net_admin,+dac_override,+chown python3 /tmp/probe.py'")
