@@ -129,6 +129,18 @@ async def finish_apply(applier: Applier) -> None:
             # Expected (Asterisk refused the files): the message says all.
             log.error("%s", exc.message, extra=fields(Event.APPLY_FAILED))  # noqa: TRY400
             return
+        except OSError as exc:
+            # The files could not be written.  Under btgw.service this is EROFS when
+            # the unit started before /etc/asterisk existed: ReadWritePaths=-/etc/asterisk
+            # was dropped for this run.  Report it once; left unhandled it would end
+            # the task and turn the next clean stop into exit status 1.
+            log.error(  # noqa: TRY400 - the reason and the remedy say all
+                "start-up apply cannot write Asterisk's files (%s); if /etc/asterisk was "
+                "created after btgw started, restart btgw",
+                exc,
+                extra=fields(Event.APPLY_FAILED),
+            )
+            return
         except AmiError as exc:
             attempt += 1
             delay = min(2.0**attempt, APPLY_RETRY_CAP_S)
