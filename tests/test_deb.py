@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from debbuild import build_deb
 
 from debroots import fresh_root, in_root, needs_root_tools
 
@@ -29,21 +30,16 @@ SHIPPED = (
 )
 
 
-def build(tmp: Path, deps: str) -> Path:
+def build(deps: str) -> Path:
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed")
-    out = subprocess.run(
-        [str(REPO / "scripts/build-deb"), "--deps", deps, "--out", str(tmp)],
-        capture_output=True, text=True, check=True, timeout=600,
-    ).stdout.split()[-1]  # fmt: skip
-    return Path(out)
+    return build_deb(deps)[0]
 
 
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def debs() -> dict[str, Path]:
     needs_root_tools()
-    out = tmp_path_factory.mktemp("debs")
-    return {deps: build(out, deps) for deps in ("private", "debian")}
+    return {deps: build(deps) for deps in ("private", "debian")}
 
 
 def test_build_deb_names_the_package_by_version_and_arch(debs: dict[str, Path]) -> None:

@@ -25,12 +25,11 @@ and fetches from PyPI: minutes under a busy CPU).
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from debbuild import build_deb
 
 from vmjobs import run_recorded
 
@@ -156,19 +155,12 @@ with job() as (stack, res):
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+def deb() -> tuple[Path, float]:
     """The ``debian`` flavour of the package, and how long building it took (s)."""
     given = os.environ.get("BTGW_REALSTACK_DEB")
     if given:
         return Path(given), 0.0
-    t = time.monotonic()
-    out = tmp_path_factory.mktemp("deb")
-    built = subprocess.run(
-        [str(REPO / "scripts/build-deb"), "--deps", "debian", "--out", str(out)],
-        capture_output=True, text=True, check=False, timeout=1500,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stdout + built.stderr
-    return Path(built.stdout.split()[-1]), round(time.monotonic() - t, 1)
+    return build_deb("debian")  # shared with tests/test_deb.py (tests/debbuild.py)
 
 
 @pytest.fixture(scope="module")
