@@ -278,3 +278,21 @@ def test_wedged_rfcomm_stops_recovery_and_rebinds() -> None:
     assert of(Recover, actions) == []
     assert of(RebindChanMobile, actions) == []
     assert of(PublishRoute, actions) == []  # routes are already down: nothing to write
+
+
+# -- an adapter unplugged (tests/realstack/test_bluez_restart_replug.py) -------
+
+
+def test_health_names_a_phones_adapter_bluez_no_longer_shows() -> None:
+    """A dongle pulled out must not read like a phone walking away."""
+    report = decide(CONFIG, STATE, obs(adapters=(), mobile=DOWN, published=PUBLISHED_DOWN), 0.0)
+    assert report[-1].health is not Health.OK
+    assert f"adapter(s) missing (unplugged?): {ADAPTER}" in report[-1].summary
+
+
+@pytest.mark.parametrize(
+    "adapters",
+    [None, (AdapterSeen(ADAPTER.lower(), "hci0", True),)],  # unknown is not gone; case
+)
+def test_no_adapter_missing_while_unknown_or_present(adapters) -> None:
+    assert "missing" not in decide(CONFIG, STATE, obs(adapters=adapters), 0.0)[-1].summary

@@ -294,8 +294,24 @@ def decide(
             adapter = adapters.get(p.name)
             mac = adapter.address if adapter else None
             actions += _ladder(p.name, mac, up[p.name], observed, now, rng, waiting)
-    actions.append(_health(config, observed, up, tuple(waiting)))
+    actions.append(_health(config, observed, up, tuple(waiting), _missing(config, state, observed)))
     return actions
+
+
+def _missing(config: GatewayConfig, state: State, observed: Observed) -> tuple[str, ...]:
+    """Adapters a configured phone is bound to that BlueZ does not show (unplugged).
+
+    Unknown while BlueZ is unreachable (``adapters`` None): never read as gone.
+    Without it a dongle pulled out read as "phone(s) down", the same as a phone
+    walking away; tests/realstack/test_bluez_restart_replug.py pulls one.
+    """
+    if observed.adapters is None:
+        return ()
+    present = {a.address.upper() for a in observed.adapters}
+    bound = {
+        r.adapter.address.upper() for r in resolve_phones(config, state) if r.adapter is not None
+    }
+    return tuple(sorted(bound - present))
 
 
 def _routes(config: GatewayConfig, observed: Observed, up: Mapping[str, bool]) -> list[Action]:
@@ -362,7 +378,11 @@ def _ladder(
 
 
 def _health(
-    config: GatewayConfig, observed: Observed, up: Mapping[str, bool], waiting: tuple[str, ...]
+    config: GatewayConfig,
+    observed: Observed,
+    up: Mapping[str, bool],
+    waiting: tuple[str, ...],
+    missing: tuple[str, ...] = (),
 ) -> ReportHealth:
     """DOWN when nothing can carry a call out; DEGRADED when something is
     missing but calls still have a way; every problem named in the summary.
@@ -385,6 +405,8 @@ def _health(
     ]
     if lost_trunks:
         problems.append(f"trunk(s) not registered: {', '.join(lost_trunks)}")
+    if missing:
+        problems.append(f"adapter(s) missing (unplugged?): {', '.join(missing)}")
     if observed.adapters is None and observed.bluez_expected:
         problems.append("BlueZ unreachable")
     if problems:
