@@ -37,6 +37,7 @@ bluetoothd.  The replug tests are marked xfail until that is understood
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -294,6 +295,11 @@ REPLUG_OPEN = pytest.mark.xfail(
 
 @pytest.fixture(scope="module")
 def replug(vm_image: None) -> Any:
+    # Opt-in: while it is open the job often runs into its 6-minute timeout,
+    # which ./test (and CI) would pay on every run for an expected failure.
+    if os.environ.get("BTGW_REALSTACK_REPLUG") != "1":
+        pytest.skip("the controller replug is still open (docs/testing.md); "
+                    "BTGW_REALSTACK_REPLUG=1 runs it")  # fmt: skip
     result = run_recorded("controller_replug", REPLUG_JOB, timeout=360, asterisk=True)
     assert result.rc == 0, result.explain()
     return result
