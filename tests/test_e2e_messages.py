@@ -376,9 +376,11 @@ async def test_a_burst_of_200_sms_from_the_phone_all_arrive_in_order(gw: Gateway
     )
     elapsed = time.monotonic() - started
     want = [f"burst {i:03d}" for i in range(200)]
-    over_mqtt = [json.loads(r.payload)["text"] for r in gw.sub.received]
-    over_hook = [json.loads(r.body)["text"] for r in gw.hook.received]
-    # Every SMS, each once, at every sink: that holds whatever the timing.
+    # At least once (docs/messages.md): a redelivery is allowed, so each
+    # sink's list is taken in first-arrival order without repeats.
+    over_mqtt = list(dict.fromkeys(json.loads(r.payload)["text"] for r in gw.sub.received))
+    over_hook = list(dict.fromkeys(json.loads(r.body)["text"] for r in gw.hook.received))
+    # Every SMS at every sink: that holds whatever the timing.
     assert sorted(over_mqtt) == want, over_mqtt
     assert sorted(over_hook) == want, over_hook
     await wait_for(lambda: len(gw.smtp.received) >= 200, 60, "200 emails")
@@ -388,8 +390,9 @@ async def test_a_burst_of_200_sms_from_the_phone_all_arrive_in_order(gw: Gateway
     # in about half the runs of the final review the burst's first two came
     # later than that.  Open: recorded as an expected failure, not hidden.
     if over_mqtt != want or over_hook != want:
-        first = next(i for i, (a, b) in enumerate(zip(over_mqtt, want, strict=True)) if a != b)
+        late = over_mqtt if over_mqtt != want else over_hook
+        first = next(i for i, (a, b) in enumerate(zip(late, want, strict=True)) if a != b)
         pytest.xfail(
-            f"out of the phone's order from position {first} ({over_mqtt[first]!r} first): "
+            f"out of the phone's order from position {first} ({late[first]!r} first): "
             "a message reached btgw later than the 50 ms reorder window"
         )
