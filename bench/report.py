@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -543,26 +544,27 @@ def fleet_fields(f: dict[str, Any]) -> dict[str, str]:
     }
 
 
+# Each section's values from its own part of the results (scale also reads
+# the daemon section's gateway, so it takes the whole results).
+_SECTION_FIELDS: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
+    "daemon": daemon_fields,
+    "failover": failover_fields,
+    "cli": cli_fields,
+    "apply": apply_fields,
+    "walkaway": walkaway_fields,
+    "messages": messages_fields,
+    "observe": observe_fields,
+    "fleet": fleet_fields,
+}
+
+
 def fields(r: dict[str, Any]) -> dict[str, str]:
     out = {"run": run_line(r), "summary": summary_table(verdicts(r))}
-    if "daemon" in r:
-        out |= daemon_fields(r["daemon"])
-    if "failover" in r:
-        out |= failover_fields(r["failover"])
-    if "cli" in r:
-        out |= cli_fields(r["cli"])
-    if "apply" in r:
-        out |= apply_fields(r["apply"])
+    for name, make in _SECTION_FIELDS.items():
+        if name in r:
+            out |= make(r[name])
     if "scale" in r:
         out |= scale_fields(r)
-    if "walkaway" in r:
-        out |= walkaway_fields(r["walkaway"])
-    if "messages" in r:
-        out |= messages_fields(r["messages"])
-    if "observe" in r:
-        out |= observe_fields(r["observe"])
-    if "fleet" in r:
-        out |= fleet_fields(r["fleet"])
     return out
 
 
