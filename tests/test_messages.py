@@ -3,6 +3,7 @@ receivers on loopback (mosquitto, aiosmtpd, an HTTP server)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -349,6 +350,29 @@ async def test_filter_permanent_and_transient_failures(tmp_path: Path) -> None:
     assert states[b.id] is DeliveryState.DELIVERED  # no sink wanted it: nothing pending
     assert outbox.spool.retry(a.id) == 1
     await wait_for(lambda: sink.got == [c.id, a.id], 10, "the retried message")
+    await outbox.stop()
+
+
+async def test_a_message_released_while_the_worker_looked_goes_out_at_once(
+    tmp_path: Path,
+) -> None:
+    """The worker reads the spool (the message still settling), then asks when
+    it is released; if the reorder window ended in between, nothing is held
+    any more and the message is due now, not at the next idle poll."""
+    sink = _Flaky([])
+    ticks = iter(1000.0 + 0.03 * i for i in range(1_000_000))  # each look 30 ms later
+    outbox = Outbox(
+        Spool(tmp_path / "out.sqlite"),
+        [sink],
+        clock=lambda: next(ticks),
+        idle_poll=3600.0,
+        reorder_window=0.05,
+    )
+    outbox.start()
+    await asyncio.sleep(0.05)  # the worker waits on an empty spool
+    m = sms("3.1")
+    await outbox.accept(m)
+    await wait_for(lambda: sink.got == [m.id], 5, "the message, not an hour later")
     await outbox.stop()
 
 

@@ -197,8 +197,11 @@ class Outbox:
         due = await self._io(self.spool.next_due, sink.name)
         now = self._clock()
         if due is not None and due <= now:
-            # Due but not handed out: a phone's burst is still arriving.
-            due = await self._io(self.spool.released_at, now, self._quiet)
+            # Due but not handed out: a phone's burst was still arriving.  If
+            # nothing is held any more (the window ended since the spool was
+            # read), it is due now: look again at once, not at the idle poll.
+            released = await self._io(self.spool.released_at, now, self._quiet)
+            due = now if released is None else released
         wait = self._idle_poll if due is None else max(0.0, min(due - now, self._idle_poll))
         event = self._wake[sink.name]
         if due is not None and due > now:
