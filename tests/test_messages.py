@@ -376,6 +376,64 @@ async def test_a_message_released_while_the_worker_looked_goes_out_at_once(
     await outbox.stop()
 
 
+async def test_an_announced_channel_holds_its_phone_until_its_message_is_in(
+    tmp_path: Path,
+) -> None:
+    """A burst's channels race through the dialplan: the later SMS can be
+    spooled first.  Announced at creation, the earlier one holds the phone
+    back until it is in, and both go out in the phone's order.  No reorder
+    window here: the announcement alone must do it."""
+    sink = _Flaky([])
+    outbox = Outbox(Spool(tmp_path / "out.sqlite"), [sink], idle_poll=3600.0, reorder_window=0)
+    outbox.start()
+    first, second = sms("5.1"), sms("5.2")
+    outbox.announce("pixel", "5.1")
+    outbox.announce("pixel", "5.2")
+    await outbox.accept(second)
+    outbox.settle("5.2")
+    await asyncio.sleep(0.3)
+    assert sink.got == []  # 5.1 is still on its way
+    await outbox.accept(first)
+    outbox.settle("5.1")
+    await wait_for(lambda: len(sink.got) == 2, 5, "both messages")
+    assert sink.got == [first.id, second.id]
+    await outbox.stop()
+
+
+async def test_an_announced_channel_that_never_reports_holds_only_so_long(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = _Flaky([])
+    outbox = Outbox(
+        Spool(tmp_path / "out.sqlite"),
+        [sink],
+        idle_poll=3600.0,
+        reorder_window=0,
+        announced_cap=0.3,
+    )
+    outbox.start()
+    outbox.announce("pixel", "6.1")  # an originated call, say: no SMS comes
+    m = sms("6.2")
+    await outbox.accept(m)
+    await wait_for(lambda: sink.got == [m.id], 5, "the message after the cap")
+    assert any("6.1 on pixel never reported" in r.getMessage() for r in caplog.records)
+    await outbox.stop()
+
+
+async def test_a_new_session_forgets_the_old_sessions_channels(tmp_path: Path) -> None:
+    sink = _Flaky([])
+    outbox = Outbox(Spool(tmp_path / "out.sqlite"), [sink], idle_poll=3600.0, reorder_window=0)
+    outbox.start()
+    outbox.announce("pixel", "7.1")
+    m = sms("7.2")
+    await outbox.accept(m)
+    await asyncio.sleep(0.2)
+    assert sink.got == []
+    outbox.forget_announced()
+    await wait_for(lambda: sink.got == [m.id], 5, "the message")
+    await outbox.stop()
+
+
 async def test_smtp_5xx_is_permanent_4xx_transient(tmp_path: Path, rx: _Receivers) -> None:
     mail = rx.sinks()[0]
     rx.smtp.refuse.append(554)

@@ -44,6 +44,12 @@ REORDER_WINDOW_S: Final = 0.05
 a burst goes out in the phone's order rather than in the order the racing
 dialplan channels reached btgw (docs/messages.md).  A lone SMS pays it once."""
 
+ANNOUNCED_CAP_S: Final = 5.0
+"""How long a channel announced by :meth:`Outbox.announce` may hold its
+phone's messages back without reporting: its SMS takes milliseconds through
+the dialplan; a channel that was no SMS after all (an originated call) costs
+the phone's messages this much once."""
+
 
 def next_delay(attempt: int, cap: float, rng: Callable[[], float], base: float = 2.0) -> float:
     """Backoff before retry ``attempt`` (0-based): ``min(base**attempt, cap)``
@@ -74,6 +80,7 @@ class Outbox:
         rng: Callable[[], float] = random.random,
         idle_poll: float = IDLE_POLL_S,
         reorder_window: float = REORDER_WINDOW_S,
+        announced_cap: float = ANNOUNCED_CAP_S,
     ) -> None:
         self.spool = spool
         self.sinks = list(sinks)
@@ -83,6 +90,9 @@ class Outbox:
         self._rng = rng
         self._idle_poll = idle_poll
         self._quiet = reorder_window
+        self._announced_cap = announced_cap
+        # Channel unique id -> (phone, until when it holds the phone back).
+        self._announced: dict[str, tuple[str, float]] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btgw-spool")
         self._wake = {s.name: asyncio.Event() for s in self.sinks}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,6 +125,44 @@ class Outbox:
                 self._wake[name].set()
         return new
 
+    def announce(self, phone: str, key: str) -> None:
+        """A message from ``phone`` is on its way (``key``: its channel's unique
+        id): hold the phone's messages until it is accepted or :meth:`settle`
+        says it will not come, at most ``announced_cap``.
+
+        The dialplan channels of a burst race, so a message can reach btgw
+        after later ones; chan_mobile creates the channels in the phone's
+        order, and announcing each at creation keeps that order exact
+        (docs/messages.md, "Order per phone")."""
+        self._announced[key] = (phone, self._clock() + self._announced_cap)
+
+    def settle(self, key: str) -> None:
+        """The announced channel ``key`` is done (its message accepted, or it
+        ended without one): its phone's messages may go."""
+        if self._announced.pop(key, None) is not None:
+            self.wake()
+
+    def forget_announced(self) -> None:
+        """A new AMI session: the old one's channels will not report."""
+        self._announced.clear()
+        self.wake()
+
+    def _holds(self, now: float) -> dict[str, float]:
+        """Phones held back by announced channels: until when."""
+        for key in [k for k, (_, until) in self._announced.items() if until <= now]:
+            phone, _ = self._announced.pop(key)
+            log.warning(
+                "message channel %s on %s never reported in %.0f s; not holding %s back",
+                key,
+                phone,
+                self._announced_cap,
+                phone,
+            )
+        holds: dict[str, float] = {}
+        for phone, until in self._announced.values():
+            holds[phone] = min(until, holds.get(phone, until))
+        return holds
+
     def start(self) -> None:
         for sink in self.sinks:
             self._spawn(self._work(sink), f"outbox-{sink.name}")
@@ -141,7 +189,10 @@ class Outbox:
         failures = 0
         while True:
             try:
-                batch = await self._io(self.spool.due, sink.name, self._clock(), 50, self._quiet)
+                now = self._clock()
+                batch = await self._io(
+                    self.spool.due, sink.name, now, 50, self._quiet, self._holds(now)
+                )
             except Exception:
                 log.exception("outbox: cannot read the spool for %s", sink.name)
                 batch = []
@@ -194,18 +245,20 @@ class Outbox:
 
     async def _idle(self, sink: Sink) -> None:
         """Sleep until the next due delivery, a new message, or the idle poll."""
+        event = self._wake[sink.name]
+        # Cleared before the reads, never after them: whatever set it (a new
+        # message, a settled channel) has changed what they see, and a set
+        # while they run ends the wait below at once instead of being lost.
+        event.clear()
         due = await self._io(self.spool.next_due, sink.name)
         now = self._clock()
         if due is not None and due <= now:
             # Due but not handed out: a phone's burst was still arriving.  If
             # nothing is held any more (the window ended since the spool was
             # read), it is due now: look again at once, not at the idle poll.
-            released = await self._io(self.spool.released_at, now, self._quiet)
+            released = await self._io(self.spool.released_at, now, self._quiet, self._holds(now))
             due = now if released is None else released
         wait = self._idle_poll if due is None else max(0.0, min(due - now, self._idle_poll))
-        event = self._wake[sink.name]
-        if due is not None and due > now:
-            event.clear()  # new messages queue behind a backoff or a settling burst
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), wait)
         event.clear()

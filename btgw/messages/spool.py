@@ -22,7 +22,7 @@ import contextlib
 import enum
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -198,7 +198,12 @@ class Spool:
         return True
 
     def due(
-        self, sink: str, now: float, limit: int = 50, quiet: float = 0.0
+        self,
+        sink: str,
+        now: float,
+        limit: int = 50,
+        quiet: float = 0.0,
+        hold: Mapping[str, float] | None = None,
     ) -> list[tuple[Message, int]]:
         """The sink's next pending messages in the phone's order (see
         :func:`order_key`), with attempts so far.
@@ -206,13 +211,14 @@ class Spool:
         Stops at the first one not yet due, so a message never overtakes an
         earlier one.  With ``quiet``, a phone's messages wait until nothing
         new came from it for that long: a burst is sorted whole before any
-        of it goes out."""
+        of it goes out.  ``hold`` holds phones back too (phone -> until when):
+        the outbox's channels announced but not yet reported."""
         rows = self._db.execute(
             "SELECT m.*, d.attempts, d.next_at FROM deliveries d JOIN messages m USING (seq)"
             " WHERE d.sink = ? AND d.state = ? ORDER BY m.ord, d.seq LIMIT ?",
             (sink, DeliveryState.PENDING.value, limit),
         ).fetchall()
-        held = self._held(now, quiet) if quiet > 0 else {}
+        held = self._held(now, quiet, hold)
         out = []
         for row in rows:
             if row["next_at"] > now or row["phone"] in held:
@@ -220,20 +226,25 @@ class Spool:
             out.append((_message(row), int(row["attempts"])))
         return out
 
-    def _held(self, now: float, quiet: float) -> dict[str, float]:
-        """Phones with a message newer than ``quiet``: when each is released."""
-        return {
-            row[0]: row[1] + quiet
-            for row in self._db.execute(
+    def _held(
+        self, now: float, quiet: float, hold: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Phones with a message newer than ``quiet`` or held by ``hold``:
+        when each is released."""
+        held = {phone: until for phone, until in (hold or {}).items() if until > now}
+        if quiet > 0:
+            for phone, last in self._db.execute(
                 "SELECT phone, max(spooled_at) FROM messages WHERE spooled_at > ? GROUP BY phone",
                 (now - quiet,),
-            )
-        }
+            ):
+                held[phone] = max(held.get(phone, 0.0), last + quiet)
+        return held
 
-    def released_at(self, now: float, quiet: float) -> float | None:
+    def released_at(
+        self, now: float, quiet: float, hold: Mapping[str, float] | None = None
+    ) -> float | None:
         """When the next held phone is released (for the worker's wait)."""
-        held = self._held(now, quiet) if quiet > 0 else {}
-        return min(held.values(), default=None)
+        return min(self._held(now, quiet, hold).values(), default=None)
 
     def next_due(self, sink: str) -> float | None:
         """When the sink's first pending delivery is due, or None."""
