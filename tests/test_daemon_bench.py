@@ -424,8 +424,8 @@ async def test_recovery_step_waits_for_a_call_to_end(
 async def test_generated_event_filters_pass_only_what_btgw_uses(
     asterisk_root: Path, shim: Path, tmp_path: Path, sock_dir: Path
 ) -> None:
-    """btgw's AMI user gets MobileStatus, a Mobile channel's Hangup and the
-    dialplan's Btgw* UserEvents; other calls' hangups and foreign UserEvents
+    """btgw's AMI user gets MobileStatus, a Mobile channel's Newchannel and
+    Hangup and the dialplan's Btgw* UserEvents; other calls' hangups and foreign UserEvents
     stay in Asterisk (a busy PBX must not flood the daemon)."""
     async with bench(asterisk_root, shim, tmp_path, sock_dir) as b:
         rendered = render_all(
@@ -478,6 +478,10 @@ async def test_generated_event_filters_pass_only_what_btgw_uses(
             await admin.close()
         assert ("UserEvent", "BtgwMobileAttempt") in seen
         assert not [(e, c) for e, c in seen if e == "Hangup" and not c.startswith("Mobile/")]
+        # Newchannel too, for the message intake's order (daemon/messages.py).
+        assert any(e == "Newchannel" and c.startswith("Mobile/") for e, c in seen), seen
+        assert any(e == "Newchannel" and c.startswith("Local/") for e, c in everything)
+        assert not [(e, c) for e, c in seen if e == "Newchannel" and not c.startswith("Mobile/")]
         assert ("UserEvent", "SomeoneElses") not in seen
         assert {e for e, _ in seen} <= {name for name, _ in EVENTS}
 

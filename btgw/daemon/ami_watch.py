@@ -111,13 +111,15 @@ class AmiWatcher:
         handshake_polls: tuple[float, ...] = HANDSHAKE_POLLS_S,
         on_event: Callable[[AmiMessage], None] = lambda _message: None,
         on_session: Callable[[], None] = lambda: None,
+        on_channel: Callable[[AmiMessage], None] = lambda _message: None,
     ) -> None:
         self._connect = connect
-        # The message intake's hooks (daemon/messages.py): every event, and
-        # each new session (after an Asterisk restart too), when it re-reads
-        # what it may have missed.
+        # The message intake's hooks (daemon/messages.py): every event, each
+        # new session (after an Asterisk restart too), when it re-reads what it
+        # may have missed, and each Mobile channel's Newchannel and Hangup.
         self._on_user_event = on_event
         self._on_session = on_session
+        self._on_channel = on_channel
         self._on_change = on_change
         self._poll_interval = poll_interval
         self._cap = backoff_cap
@@ -424,7 +426,10 @@ class AmiWatcher:
         elif name == "Registry":
             self._coalesced("ami-trunks", self.refresh_trunks)
         elif name == "Hangup" and message.get("Channel").startswith("Mobile/"):
+            self._on_channel(message)
             self._coalesced("ami-calls", self.refresh_calls)
+        elif name == "Newchannel" and message.get("Channel").startswith("Mobile/"):
+            self._on_channel(message)
         elif name == "UserEvent":
             self._user_event(message)
 

@@ -9,6 +9,13 @@ connection) btgw lists the family and spools what is there; the spool
 ignores ids it has, so reading a message twice stores it once.  When the
 spool cannot be written (disk full), the key stays, btgw says so, and it
 reads the family again later.
+
+Order: chan_mobile starts one dialplan channel per SMS, in the phone's
+order, and the channels race through the dialplan.  Asterisk announces each
+channel (Newchannel) before any of them runs, so the intake tells the outbox
+at once that a message from that phone is on its way; the outbox holds the
+phone's messages until each announced channel has been spooled or has hung
+up (docs/messages.md, "Order per phone").
 """
 
 from __future__ import annotations
@@ -53,6 +60,33 @@ def parse_database_show(lines: list[str]) -> Iterator[tuple[str, str]]:
             yield key.removeprefix(prefix), value.strip()
 
 
+def sms_channel(message: AmiMessage) -> tuple[str, str] | None:
+    """``(phone, uniqueid)`` when a Newchannel is chan_mobile's channel for an
+    incoming SMS, else None.
+
+    chan_mobile creates it Down with no requester (its own Linkedid), in its
+    device's context; an incoming call's channel is created Ringing, an
+    outgoing call's is linked to the caller's.  The phone is the device name,
+    as the dialplan cuts it from the channel name.
+
+    >>> sms_channel(AmiMessage((("Event", "Newchannel"), ("Channel", "Mobile/pixel-0a1b"),
+    ...     ("ChannelState", "0"), ("Uniqueid", "17.4"), ("Linkedid", "17.4"))))
+    ('pixel', '17.4')
+    """
+    channel = message.get("Channel")
+    uniqueid = message.get("Uniqueid")
+    if (
+        message.event != "Newchannel"
+        or not channel.startswith("Mobile/")
+        or message.get("ChannelState") != "0"
+        or not uniqueid
+        or message.get("Linkedid", uniqueid) != uniqueid
+    ):
+        return None
+    phone = channel.removeprefix("Mobile/").partition("-")[0]
+    return (phone, uniqueid) if phone else None
+
+
 class Intake:
     """Feeds the outbox from AMI; ``on_event`` and ``on_session`` are the
     AMI watcher's hooks."""
@@ -62,7 +96,8 @@ class Intake:
         self._ami = ami
         self._kept_retry = kept_retry
         # One queue, one consumer: messages reach the spool in arrival order.
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        # A message, None (read AstDB) or a channel's unique id (it hung up).
+        self._queue: asyncio.Queue[Message | str | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
@@ -80,6 +115,17 @@ class Intake:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def on_channel(self, message: AmiMessage) -> None:
+        """A Mobile channel's Newchannel or Hangup."""
+        if message.event == "Hangup":
+            # Behind the channel's own message in the queue: settled once that
+            # is spooled, or now if it never raised one.
+            self._queue.put_nowait(message.get("Uniqueid"))
+            return
+        announced = sms_channel(message)
+        if announced is not None:
+            self._outbox.announce(*announced)
+
     def on_event(self, message: AmiMessage) -> None:
         kind = event_kind(message.get("UserEvent"))
         if kind is None:
@@ -92,7 +138,9 @@ class Intake:
             self.on_session()
 
     def on_session(self) -> None:
-        """A new AMI session: read what waits in AstDB."""
+        """A new AMI session: read what waits in AstDB; channels announced on
+        the old session will not report."""
+        self._outbox.forget_announced()
         self._queue.put_nowait(None)
 
     async def _consume(self) -> None:
@@ -101,6 +149,8 @@ class Intake:
             try:
                 if item is None:
                     await self._catch_up()
+                elif isinstance(item, str):
+                    self._outbox.settle(item)
                 else:
                     await self._take(item)
             except Exception:
@@ -119,7 +169,9 @@ class Intake:
                 extra=fields(Event.MESSAGE_KEPT, BTGW_MESSAGE_ID=message.id),
             )
             self._spawn(self._later(), "messages-kept")
+            self._outbox.settle(message.uniqueid)  # it waits in AstDB: hold nothing back
             return False
+        self._outbox.settle(message.uniqueid)
         try:
             await self._ami.action(
                 "DBDel", {"Family": astdb.FAMILY, "Key": astdb.message_key(message.uniqueid)}

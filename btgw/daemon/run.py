@@ -267,6 +267,7 @@ async def serve(
         on_change=changed,
         on_event=lambda m: intake.on_event(m) if intake else None,
         on_session=lambda: intake.on_session() if intake else None,
+        on_channel=lambda m: intake.on_channel(m) if intake else None,
     )
     mqtt = open_mqtt(config)
     outbox = open_outbox(config, spool_path, mqtt) if spool_path is not None else None

@@ -26,12 +26,15 @@ EVENTS: tuple[tuple[str, str], ...] = (
     ("ContactStatus", ""),
     ("UserEvent", f"UserEvent: {USER_EVENT_PREFIX}"),
     ("Hangup", "Channel: Mobile/"),
+    ("Newchannel", "Channel: Mobile/"),
 )
 """Events btgw reacts to, each with the header line that must start with the
 given text (empty: every such event).  Hangup tells the daemon when a deferred
 chan_mobile rebind may run, so only Mobile channels' hangups; UserEvent carries
-the dialplan's Btgw* reports.  On a busy PBX every other call's hangup would
-otherwise reach the daemon (two per call), to be parsed and thrown away."""
+the dialplan's Btgw* reports.  Newchannel and Hangup of Mobile channels keep
+a burst of SMS in the phone's order (daemon/messages.py).  On a busy PBX
+every other call's hangup would otherwise reach the daemon (two per call),
+to be parsed and thrown away."""
 
 
 def event_filter(name: str, starts: str = "") -> str:
