@@ -32,6 +32,7 @@ from testbed.vm.guest.stack import (
     Stack,
     busctl_set_powered,
     log,
+    run,
     sh,
     wait_for,
     write_file,
@@ -46,9 +47,7 @@ ROUTE_KEY = f"route/phone/{PHONE}"
 
 def acl_handle(dev: str, peer: str) -> int | None:
     """The ACL handle ``dev`` holds to ``peer`` (from ``hcitool con``), or None."""
-    out = subprocess.run(
-        ["hcitool", "-i", dev, "con"], capture_output=True, text=True, check=False, timeout=10
-    ).stdout
+    out = run(["hcitool", "-i", dev, "con"], timeout=10).stdout
     for line in out.splitlines():
         parts = line.split()
         if "ACL" in parts and peer.upper() in (p.upper() for p in parts):
@@ -89,7 +88,7 @@ class Gateway:
 
     def btgw(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         argv = ["btgw", "--config", str(CONFIG), "--state", str(STATE), *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = run(argv, timeout=timeout)
         log("$", *argv[3:], "->", proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
         return proc
 

@@ -46,11 +46,79 @@ def log(*parts: object) -> None:
     print(f"[{time.monotonic() - _T0:7.2f}]", *parts, flush=True)
 
 
+class CommandHungError(RuntimeError):
+    """A command did not finish in time; the message says where it waited."""
+
+
+def run(
+    cmd: str | list[str], *, timeout: float, shell: bool = False, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` that returns or raises within ``timeout`` + 5 s.
+
+    ``subprocess.run``'s own timeout kills only the child it started and then
+    reads its pipes to the end: a grandchild of ``sh -c`` keeps them open,
+    and a process stuck in the kernel (an HCI ioctl waiting on a controller)
+    survives SIGKILL, so the job hung until the VM's hard timeout with
+    nothing in its log.  Here the command gets a process group of its own;
+    on timeout the log says where each of its processes waits in the kernel
+    (state, wchan, stack), the group is killed, and :class:`CommandHungError` is
+    raised even if a process cannot die.
+    """
+    proc = subprocess.Popen(
+        cmd,
+        shell=shell,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        where = stuck_processes(proc.pid)
+        log(f"HUNG: {cmd!r} unfinished after {timeout:.0f} s;", where)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        raise CommandHungError(f"{cmd!r} unfinished after {timeout:.0f} s; {where}") from None
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def stuck_processes(pgid: int) -> str:
+    """Each process of group ``pgid``: command, state, kernel wait channel and
+    the kernel stack (root reads /proc/<pid>/stack)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # after ") ": state, ppid, pgrp
+                continue
+            pid = stat.parent
+            comm = (pid / "comm").read_text().strip()
+            wchan = (pid / "wchan").read_text().strip()
+            try:
+                stack = " <- ".join(
+                    line.split()[1] for line in (pid / "stack").read_text().splitlines()[:6]
+                )
+            except OSError:
+                stack = "?"
+            found.append(f"{pid.name} {comm} state={fields[0]} wchan={wchan} stack: {stack}")
+        except (OSError, IndexError, ValueError):
+            continue
+    return "; ".join(found) or "no process left in the group"
+
+
 def sh(cmd: str, *, check: bool = False, timeout: float = 60) -> str:
     """Run a shell command; return stdout+stderr (logged)."""
-    proc = subprocess.run(  # noqa: S602 - guest-side test helper, commands are the job's own
-        cmd, shell=True, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    proc = run(cmd, shell=True, timeout=timeout)  # noqa: S604 - the job's own commands
     out = proc.stdout + proc.stderr
     log(f"$ {cmd} -> {proc.returncode}", out.strip()[-2000:])
     if check and proc.returncode != 0:
@@ -117,9 +185,7 @@ def hci_info(dev_id: int) -> HciInfo:
 
 def voice_setting(dev: str) -> int:
     """The controller's voice setting as hciconfig reads it (Read_Voice_Setting)."""
-    out = subprocess.run(
-        ["hciconfig", dev, "voice"], capture_output=True, text=True, check=True, timeout=10
-    ).stdout
+    out = run(["hciconfig", dev, "voice"], check=True, timeout=10).stdout
     for line in out.splitlines():
         if "Voice setting:" in line:
             return int(line.split("Voice setting:")[1].split()[0], 16)
@@ -128,9 +194,7 @@ def voice_setting(dev: str) -> int:
 
 def device_class(dev: str) -> int:
     """The controller's class of device as hciconfig reads it (Read_Class_Of_Device)."""
-    out = subprocess.run(
-        ["hciconfig", dev, "class"], capture_output=True, text=True, check=True, timeout=10
-    ).stdout
+    out = run(["hciconfig", dev, "class"], check=True, timeout=10).stdout
     for line in out.splitlines():
         if line.strip().startswith("Class:"):
             return int(line.split()[1], 16)
@@ -146,10 +210,10 @@ def busctl_set_powered(adapter: str, on: bool) -> None:
 
 
 def adapter_powered(adapter: str) -> bool:
-    out = subprocess.run(
+    out = run(
         ["busctl", "--system", "get-property", "org.bluez", f"/org/bluez/{adapter}",
          "org.bluez.Adapter1", "Powered"],
-        capture_output=True, text=True, check=False, timeout=10,
+        timeout=10,
     ).stdout  # fmt: skip
     return out.strip() == "b true"
 
@@ -237,10 +301,7 @@ class Stack:
 
     def wait_adapters(self, count: int) -> None:
         def present() -> bool:
-            out = subprocess.run(
-                ["busctl", "--system", "tree", "--list", "org.bluez"],
-                capture_output=True, text=True, check=False, timeout=10,
-            ).stdout  # fmt: skip
+            out = run(["busctl", "--system", "tree", "--list", "org.bluez"], timeout=10).stdout
             return all(f"/org/bluez/hci{i}" in out.split() for i in range(count))
 
         if not wait_for(present, 30, 0.2):
