@@ -156,9 +156,11 @@ async def test_asterisk_runs_the_plan_as_the_mirror_says(
     assert {seen[n].get("Rule") for n in numbers} >= {"", "invalid", "country", "premium"}
     assert any(seen[n].get("Shown") not in ("", n) for n in numbers)
     # pbx_config, the expression parser and REGEX() complain in the log only.
+    # Not the taskprocessor's high-water mark: the probe's UserEvent burst can
+    # queue 3000 manager events on a busy machine; that says nothing of the plan.
     complaints = [
         line
         for line in pbx.log_path.read_text().splitlines()
-        if re.search(r"(WARNING|ERROR)\[", line)
+        if re.search(r"(WARNING|ERROR)\[", line) and " taskprocessor.c: " not in line
     ]
     assert not complaints, complaints
