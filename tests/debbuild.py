@@ -12,6 +12,7 @@ import atexit
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,12 +21,18 @@ BUILD_TIMEOUT_S = 1500.0
 
 _built: dict[str, tuple[Path, float]] = {}
 _out: list[Path] = []
+_lock = threading.Lock()  # the real-stack tier builds from a VM job's thread
 
 
 def build_deb(deps: str) -> tuple[Path, float]:
     """The package built by ``scripts/build-deb --deps DEPS`` (``private`` or
     ``debian``) and how long the build took in seconds (0 when built earlier
     in this session)."""
+    with _lock:
+        return _build(deps)
+
+
+def _build(deps: str) -> tuple[Path, float]:
     if deps in _built:
         return _built[deps][0], 0.0
     if not _out:

@@ -9,6 +9,9 @@ reset does: preparation must be done again after each one.
 
 from __future__ import annotations
 
+from vmjobs import VmJob
+from vmjobs import result as vm_result
+
 JOB = """
 import asyncio, time
 from testbed.vm.guest.stack import job, voice_setting, device_class, busctl_set_powered, sh
@@ -53,8 +56,13 @@ with job() as (stack, res):
 """
 
 
-def test_preparation_writes_voice_setting_and_class_through_the_kernel(vm):
-    r = vm(JOB, timeout=240)
+PREP = VmJob(
+    "test_preparation_writes_voice_setting_and_class_through_the_kernel", JOB, 30, {"timeout": 240}
+)
+
+
+def test_preparation_writes_voice_setting_and_class_through_the_kernel():
+    r = vm_result(PREP)
     assert r.rc == 0, r.explain()
     res = r.result()
     # the emulator starts at 0x0000: if this were 0x0060 the test would prove nothing

@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-from vmjobs import run_recorded
+from vmjobs import VmJob
+from vmjobs import result as vm_result
 
 COMMON = r"""
 import json, shutil, subprocess, threading, time
@@ -279,16 +280,30 @@ def _opt_in(what: str) -> None:
     10-minute timeout (it passed in the runs that wrote it), and the replug
     often runs into its 6-minute one.  ./test and CI should not pay that on
     every run for a scenario nobody has made reliable yet (docs/testing.md)."""
-    if os.environ.get("BTGW_REALSTACK_OPEN") != "1":
+    if not _open():
         pytest.skip(f"{what} is still open (docs/testing.md); BTGW_REALSTACK_OPEN=1 runs it")
 
 
+def _open() -> bool:
+    return os.environ.get("BTGW_REALSTACK_OPEN") == "1"
+
+
+RESTART = VmJob(
+    "bluetoothd_restart",
+    RESTART_JOB,
+    200,
+    {"init": "systemd", "timeout": 600, "asterisk": True},
+    enabled=_open,
+)
+REPLUG = VmJob(
+    "controller_replug", REPLUG_JOB, 200, {"timeout": 360, "asterisk": True}, enabled=_open
+)
+
+
 @pytest.fixture(scope="module")
-def restart(vm_image: None) -> Any:
+def restart() -> Any:
     _opt_in("the bluetoothd restart")
-    result = run_recorded(
-        "bluetoothd_restart", RESTART_JOB, init="systemd", timeout=600, asterisk=True
-    )
+    result = vm_result(RESTART)
     assert result.rc == 0, result.explain()
     return result
 
@@ -305,9 +320,9 @@ REPLUG_OPEN = pytest.mark.xfail(
 
 
 @pytest.fixture(scope="module")
-def replug(vm_image: None) -> Any:
+def replug() -> Any:
     _opt_in("the controller replug")
-    result = run_recorded("controller_replug", REPLUG_JOB, timeout=360, asterisk=True)
+    result = vm_result(REPLUG)
     assert result.rc == 0, result.explain()
     return result
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from vmjobs import run_recorded
+from vmjobs import VmJob
+from vmjobs import result as vm_result
 
 JOB = """
 import time
@@ -53,9 +54,12 @@ with job() as (stack, res):
 """
 
 
+SCENARIO = VmJob("daemon_scenario", JOB, 150, {"timeout": 700, "asterisk": True})
+
+
 @pytest.fixture(scope="module")
-def run(vm_image: None) -> Any:
-    result = run_recorded("daemon_scenario", JOB, timeout=700, asterisk=True)
+def run() -> Any:
+    result = vm_result(SCENARIO)
     assert result.rc == 0, result.explain()
     return result
 

@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 from debbuild import build_deb
 
-from vmjobs import run_recorded
+from vmjobs import VmJob
+from vmjobs import result as vm_result
 
 REPO = Path(__file__).resolve().parents[2]
 # The build (minutes) happens in the module fixture, inside the first test's timeout.
@@ -154,24 +155,27 @@ with job() as (stack, res):
 """
 
 
-@pytest.fixture(scope="module")
-def deb() -> tuple[Path, float]:
-    """The ``debian`` flavour of the package, and how long building it took (s)."""
+def deb() -> Path:
+    """The ``debian`` flavour of the package (built once per session)."""
     given = os.environ.get("BTGW_REALSTACK_DEB")
     if given:
-        return Path(given), 0.0
-    return build_deb("debian")  # shared with tests/test_deb.py (tests/debbuild.py)
+        return Path(given)
+    return build_deb("debian")[0]  # shared with tests/test_deb.py (tests/debbuild.py)
+
+
+SCENARIO = VmJob(
+    "deb_service_scenario",
+    JOB,
+    300,
+    {"init": "systemd", "timeout": 600, "asterisk": True},
+    files=lambda: {"btgw.deb": deb().read_bytes()},  # built when the job starts
+)
 
 
 @pytest.fixture(scope="module")
-def run(vm_image: None, deb: tuple[Path, float]) -> Any:
-    path, build_s = deb
-    result = run_recorded(
-        "deb_service_scenario", JOB, init="systemd", timeout=600, asterisk=True,
-        files={"btgw.deb": path.read_bytes()},
-    )  # fmt: skip
+def run() -> Any:
+    result = vm_result(SCENARIO)
     assert result.rc == 0, result.explain()
-    result.build_s = build_s  # type: ignore[attr-defined]
     return result
 
 

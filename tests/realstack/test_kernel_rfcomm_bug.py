@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import pytest
 
+from vmjobs import VmJob
+from vmjobs import result as vm_result
+
 JOB = """
 import socket, time, subprocess
 from pathlib import Path
@@ -63,13 +66,25 @@ print(len([p for p in os.listdir("/proc") if p.isdigit()]), RfcommProbe().check(
 """
 
 
+KERNELS = {"k12": "debian12-6.1", "k13": "debian13-6.12"}
+JOBS = {
+    kernel: VmJob(
+        f"test_rfcomm_page_timeout_kills_krfcommd_only_on_debian_12s_kernel[{tag}]",
+        JOB,
+        40,
+        {"kernel": kernel, "timeout": 240},
+    )
+    for kernel, tag in KERNELS.items()
+}
+
+
 @pytest.mark.parametrize(
     ("kernel", "affected"),
     [("k12", True), ("k13", False)],
-    ids=["debian12-6.1", "debian13-6.12"],
+    ids=[KERNELS["k12"], KERNELS["k13"]],
 )
-def test_rfcomm_page_timeout_kills_krfcommd_only_on_debian_12s_kernel(vm, kernel, affected):
-    r = vm(JOB, kernel=kernel, timeout=240)
+def test_rfcomm_page_timeout_kills_krfcommd_only_on_debian_12s_kernel(kernel, affected):
+    r = vm_result(JOBS[kernel])
     assert r.rc == 0, r.explain()
     res = r.result()
     # the connect must reach the page timeout (EHOSTDOWN, 112), or the test proves nothing

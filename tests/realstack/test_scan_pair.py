@@ -9,6 +9,9 @@ decided by class and refused it.
 
 from __future__ import annotations
 
+from vmjobs import VmJob
+from vmjobs import result as vm_result
+
 PRELUDE = """
 import json, subprocess, time
 from pathlib import Path
@@ -59,8 +62,13 @@ with job() as (stack, res):
 )
 
 
-def test_scan_lists_a_hands_free_gateway_whatever_its_class(vm):
-    r = vm(SCAN_JOB, timeout=240)
+SCAN = VmJob(
+    "test_scan_lists_a_hands_free_gateway_whatever_its_class", SCAN_JOB, 40, {"timeout": 240}
+)
+
+
+def test_scan_lists_a_hands_free_gateway_whatever_its_class():
+    r = vm_result(SCAN)
     assert r.rc == 0, r.explain()
     res = r.result()
     assert (res["phone_class"] >> 8) & 0x1F != 0x02, "the phone's class must not say phone here"
@@ -106,8 +114,16 @@ with job() as (stack, res):
 )
 
 
-def test_pair_through_btgws_agent_finds_the_channel_and_applies(vm):
-    r = vm(PAIR_JOB, timeout=360, asterisk=True)
+PAIR = VmJob(
+    "test_pair_through_btgws_agent_finds_the_channel_and_applies",
+    PAIR_JOB,
+    55,
+    {"timeout": 360, "asterisk": True},
+)
+
+
+def test_pair_through_btgws_agent_finds_the_channel_and_applies():
+    r = vm_result(PAIR)
     assert r.rc == 0, r.explain()
     res = r.result()
     assert res["pair_rc"] == 0, res["pair_out"] + "\n" + r.explain()

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from vmjobs import run_recorded
+from vmjobs import VmJob
+from vmjobs import result as vm_result
 
 JOB = r"""
 import json, shutil, subprocess, time
@@ -85,9 +86,14 @@ with job() as (stack, res):
 """
 
 
+SCENARIO = VmJob(
+    "service_scenario", JOB, 150, {"init": "systemd", "timeout": 600, "asterisk": True}
+)
+
+
 @pytest.fixture(scope="module")
-def run(vm_image: None) -> Any:
-    result = run_recorded("service_scenario", JOB, init="systemd", timeout=600, asterisk=True)
+def run() -> Any:
+    result = vm_result(SCENARIO)
     assert result.rc == 0, result.explain()
     return result
 
