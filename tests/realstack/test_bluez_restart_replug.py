@@ -30,9 +30,7 @@ gone (route down, health naming it), then prepare it again and rebind
 chan_mobile, which had lost its adapter, so that the phone comes back.
 
 The replug runs under the bare init (no udevd, so the udev rule is not
-exercised there): under systemd the re-created controllers never reached
-bluetoothd.  The replug tests are marked xfail until that is understood
-(see ``REPLUG_OPEN``).
+exercised there).  Its plug-back cannot pass with btvirt: see ``REPLUG_OPEN``.
 """
 
 from __future__ import annotations
@@ -104,7 +102,7 @@ def pair(gw, res):
     # bluetoothd serves both sides), not a gateway's, so the job tries again
     for attempt in range(1, 4):
         try:
-            pair(gw, res)
+            gw.pair()
         except RuntimeError:
             if attempt == 3:
                 raise
@@ -275,11 +273,10 @@ with job() as (stack, res):
 
 
 def _opt_in(what: str) -> None:
-    """Both scenarios are opt-in while they are open: in the clean-clone run of
-    the final review the restart job hung at the pairing step for its whole
-    10-minute timeout (it passed in the runs that wrote it), and the replug
-    often runs into its 6-minute one.  ./test and CI should not pay that on
-    every run for a scenario nobody has made reliable yet (docs/testing.md)."""
+    """Both scenarios are opt-in while they are open (docs/testing.md): the
+    restart's class of device after the restart is not btgw's, and the
+    replug's plug-back cannot pass with btvirt and runs into its 6-minute
+    timeout.  ./test and CI should not pay that on every run."""
     if not _open():
         pytest.skip(f"{what} is still open (docs/testing.md); BTGW_REALSTACK_OPEN=1 runs it")
 
@@ -310,10 +307,10 @@ def restart() -> Any:
 
 REPLUG_OPEN = pytest.mark.xfail(
     reason=(
-        "not passing yet: in 3 of 4 VM runs an HCI call (hciconfig, busctl on the new "
-        "adapters) blocked; twice the re-created btvirt controllers never reached "
-        "bluetoothd within 30-60 s while btgw and chan_mobile ran (a replug with neither "
-        "running works), twice the job stalled at pairing. Root cause not found."
+        "the emulator cannot replug the same controller: the old hci0's index was still "
+        "taken when the new controllers registered, so they came back as hci1/hci2, and "
+        "btvirt derives an address from the index (00:AA:01:00:00:01 instead of "
+        "00:AA:01:00:00:00): another dongle to btgw. A real dongle keeps its address."
     ),
     strict=False,
 )
