@@ -218,6 +218,12 @@ def adapter_powered(adapter: str) -> bool:
     return out.strip() == "b true"
 
 
+def _hci_timeouts() -> int:
+    """How many HCI commands have timed out since boot (the kernel logs each)."""
+    out = run(["dmesg"], timeout=20).stdout
+    return sum(1 for line in out.splitlines() if "Bluetooth: hci" in line and "-110" in line)
+
+
 def systemd_is_init() -> bool:
     return Path("/proc/1/comm").read_text().strip() == "systemd"
 
@@ -261,16 +267,32 @@ class Stack:
 
     # --- controllers ----------------------------------------------------------
     def start_controllers(self, count: int = 2) -> None:
-        """``btvirt`` with ``count`` BR/EDR+LE controllers; waits for hci0..hciN-1."""
+        """``btvirt`` with ``count`` BR/EDR+LE controllers; waits for hci0..hciN-1.
+
+        Under systemd, bluetooth.service is stopped first: started at boot, it
+        would drive each new controller while this brings it up, on one
+        emulated CPU where btvirt then misses the kernel's 2 s HCI command
+        timeout ("hci0: Opcode 0x0c03 failed: -110"; the adapters never
+        reached D-Bus).  The job starts bluetoothd when it wants it.  A
+        controller that timed out anyway is started again, once."""
+        if systemd_is_init():
+            sh("systemctl stop bluetooth.service", timeout=60)
         sh("modprobe hci_vhci; modprobe rfcomm; modprobe sco 2>/dev/null; true")
-        start = time.monotonic()
-        self.spawn("btvirt", ["btvirt", f"-l{count}"])
         devs = [Path(f"/sys/class/bluetooth/hci{i}") for i in range(count)]
-        if not wait_for(lambda: all(d.exists() for d in devs), 20):
-            raise RuntimeError("btvirt: controllers did not appear")
-        # the kernel learns a controller's address when it first brings it up
-        for i in range(count):
-            sh(f"hciconfig hci{i} up")
+        for attempt in (1, 2):
+            start = time.monotonic()
+            timeouts = _hci_timeouts()
+            self.spawn("btvirt", ["btvirt", f"-l{count}"])
+            if not wait_for(lambda: all(d.exists() for d in devs), 20):
+                raise RuntimeError("btvirt: controllers did not appear")
+            # the kernel learns a controller's address when it first brings it up
+            for i in range(count):
+                sh(f"hciconfig hci{i} up")
+            if _hci_timeouts() == timeouts or attempt == 2:
+                break
+            log("an HCI command timed out while the controllers came up: starting btvirt again")
+            self.stop("btvirt")
+            wait_for(lambda: not any(d.exists() for d in devs), 20)
         self.hci0 = hci_info(0).address
         if count > 1:
             self.hci1 = hci_info(1).address
