@@ -204,6 +204,21 @@ def outbox_json(entry: Any) -> dict[str, Any]:
 SMS_SEND_TIMEOUT_S = 10.0
 """How long ``btgw sms send`` waits for the dialplan to queue each part."""
 
+SMS_IDLE_TIMEOUT_S = 30.0
+"""How long ``btgw sms send`` waits for the phone to finish an SMS in
+progress (the previous part, or one being read) before sending the next."""
+
+SMS_IDLE_POLL_S = 0.1
+
+SMS_PART_GAP_S = 3.0
+"""Time given to the phone between two parts.  MobileSendSMS writes
+``AT+CMGS`` at once and returns: chan_mobile has no flow control for
+outgoing SMS, and shows the device as ``SMS`` only once the phone has
+prompted for the text (chan_mobile.c, ``mbl_sendsms_exec``).  A second
+``AT+CMGS`` sent before the phone's prompt for the first becomes part of
+the first's text (seen on the bench: the second part 3 ms after the first,
+and the phone received neither).  A phone prompts within a second."""
+
 
 def cmd_sms(args: argparse.Namespace) -> int:
     """``btgw sms send PHONE NUMBER TEXT``: queue an SMS on a phone."""
@@ -243,24 +258,44 @@ async def _send_sms(config: Any, phone: str, number: str, parts: list[str]) -> N
     import base64  # noqa: PLC0415
     import secrets  # noqa: PLC0415
 
-    from btgw.asterisk.mobile import parse_show_devices  # noqa: PLC0415
+    from btgw.asterisk.mobile import MobileState, parse_show_devices  # noqa: PLC0415
     from btgw.contracts.asterisk import UserEvent  # noqa: PLC0415
     from btgw.contracts.chan_mobile import matches_id  # noqa: PLC0415
     from btgw.errors import AsteriskError  # noqa: PLC0415
     from btgw.render.dialplan import SMS_SEND_CONTEXT  # noqa: PLC0415
 
     ami = await connector(config.asterisk.ami, events=["user"])()
-    try:
+
+    async def device() -> Any:
         reply = await ami.action("Command", {"Command": "mobile show devices"}, check=False)
         row = next((r for r in parse_show_devices(reply.output) if matches_id(r.id, phone)), None)
         if row is None or not row.connected:
             raise AsteriskError(f"{phone} is not connected to chan_mobile", "btgw status shows why")
-        if not row.sms:
+        return row
+
+    async def until_idle() -> None:
+        # chan_mobile writes AT+CMGS as soon as MobileSendSMS runs, even
+        # while the phone is busy with another SMS; its state column says SMS
+        # while it reads one or sends one's text (docs/domain/chan_mobile.md).
+        deadline = asyncio.get_running_loop().time() + SMS_IDLE_TIMEOUT_S
+        while (await device()).state is MobileState.SMS:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AsteriskError(
+                    f"{phone} stayed busy with an SMS for {SMS_IDLE_TIMEOUT_S:.0f} s",
+                    "look at Asterisk's log for the phone's answer to AT+CMGS",
+                )
+            await asyncio.sleep(SMS_IDLE_POLL_S)
+
+    try:
+        if not (await device()).sms:
             raise AsteriskError(
                 f"chan_mobile has SMS off for {phone} (the phone refused the SMS AT commands)",
                 "iPhones offer no SMS over hands-free; use another phone",
             )
-        for part in parts:
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(SMS_PART_GAP_S)
+            await until_idle()
             send_id = secrets.token_hex(8)
             queued = asyncio.get_running_loop().create_future()
 
