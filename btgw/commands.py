@@ -217,7 +217,8 @@ outgoing SMS, and shows the device as ``SMS`` only once the phone has
 prompted for the text (chan_mobile.c, ``mbl_sendsms_exec``).  A second
 ``AT+CMGS`` sent before the phone's prompt for the first becomes part of
 the first's text (seen on the bench: the second part 3 ms after the first,
-and the phone received neither).  A phone prompts within a second."""
+and the phone received neither).  3 s assumes the phone prompts for the text
+within that time: not measured on real phones."""
 
 
 def cmd_sms(args: argparse.Namespace) -> int:
