@@ -129,6 +129,29 @@ def bus_name_of(pid):
             return parts[0]
     return None
 
+def run_btgw(gw, stack, res):
+    # btgw run, the phone's route up and health ok; what it looked like then,
+    # and the sampler of every status it writes from here on
+    gw.start_daemon()
+    btgw_pid = stack.procs[-1][1].pid
+    res["first_up_s"] = gw.wait_route("up", 120)
+    wait_for(lambda: (status() or {}).get("health") == "ok", 30)
+    res["before"] = brief(status())
+    res["bus_name_before"] = bus_name_of(btgw_pid)
+    res["phone_before"] = device_props("hci0", stack.hci1)
+    res["sdp_before"] = sdp_names()
+    sampler = Sampler()
+    sampler.start()
+    return btgw_pid, sampler
+
+def finish(sampler, res):
+    sampler.stop = True
+    sampler.join(2)
+    res["status_seen"] = sampler.seen
+    res["errors"] = [l for l in RUN_LOG.read_text().splitlines()
+                     if " ERROR " in l or "Traceback" in l]
+    res["kernel_bug"] = "kernel BUG" in sh("dmesg")
+
 """
 
 RESTART_JOB = (
@@ -152,16 +175,7 @@ with job() as (stack, res):
     Path("/var/lib/btgw").mkdir(parents=True, exist_ok=True)
     gw.asterisk()
     pair(gw, res)
-    gw.start_daemon()
-    btgw_pid = stack.procs[-1][1].pid
-    res["first_up_s"] = gw.wait_route("up", 120)
-    wait_for(lambda: (status() or {}).get("health") == "ok", 30)
-    res["before"] = brief(status())
-    res["bus_name_before"] = bus_name_of(btgw_pid)
-    res["phone_before"] = device_props("hci0", stack.hci1)
-    res["sdp_before"] = sdp_names()
-    sampler = Sampler()
-    sampler.start()
+    btgw_pid, sampler = run_btgw(gw, stack, res)
 
     # --- 1. bluetoothd restarted ----------------------------------------------------
     prepared0 = log_count("ADAPTER_PREPARED")
@@ -197,12 +211,7 @@ with job() as (stack, res):
     res["btgw_alive_after_restart"] = stack.procs and any(
         n == "btgw-run" and p.poll() is None for n, p in stack.procs)
 
-    sampler.stop = True
-    sampler.join(2)
-    res["status_seen"] = sampler.seen
-    res["errors"] = [l for l in RUN_LOG.read_text().splitlines()
-                     if " ERROR " in l or "Traceback" in l]
-    res["kernel_bug"] = "kernel BUG" in sh("dmesg")
+    finish(sampler, res)
 """
 )
 
@@ -214,16 +223,7 @@ with job() as (stack, res):
     gw.bluetooth()
     gw.asterisk()
     pair(gw, res)
-    gw.start_daemon()
-    btgw_pid = stack.procs[-1][1].pid
-    res["first_up_s"] = gw.wait_route("up", 120)
-    wait_for(lambda: (status() or {}).get("health") == "ok", 30)
-    res["before"] = brief(status())
-    res["bus_name_before"] = bus_name_of(btgw_pid)
-    res["phone_before"] = device_props("hci0", stack.hci1)
-    res["sdp_before"] = sdp_names()
-    sampler = Sampler()
-    sampler.start()
+    btgw_pid, sampler = run_btgw(gw, stack, res)
 
     # --- 2. the controller unplugged and plugged back -------------------------------
     addresses = (stack.hci0, stack.hci1)
@@ -262,12 +262,7 @@ with job() as (stack, res):
     }
     res["phone_after_replug"] = device_props(gw_hci, stack.hci1)
     res["chan_mobile_after_replug"] = ast.mobile_devices()
-    sampler.stop = True
-    sampler.join(2)
-    res["status_seen"] = sampler.seen
-    res["errors"] = [l for l in RUN_LOG.read_text().splitlines()
-                     if " ERROR " in l or "Traceback" in l]
-    res["kernel_bug"] = "kernel BUG" in sh("dmesg")
+    finish(sampler, res)
 """
 )
 
